@@ -1,0 +1,31 @@
+"""Top-level functions the pool tests send to worker processes (they must be importable)."""
+
+import os
+import time
+
+from workers.errors import InvalidParameter
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def crash() -> None:
+    os._exit(3)
+
+
+def raise_domain_error() -> None:
+    raise InvalidParameter("sigma", "must be positive")
+
+
+def raise_bug() -> None:
+    raise ZeroDivisionError("division by zero")

@@ -1,0 +1,122 @@
+import asyncio
+import time
+
+import pytest
+
+from tests.workers import _pool_tasks as tasks
+from workers.errors import (
+    InvalidParameter,
+    PoolUnavailable,
+    QueueFull,
+    TensorlensError,
+    WorkerDied,
+    WorkTimeout,
+)
+from workers.pool import LocalPool
+
+pytestmark = pytest.mark.anyio
+
+
+def make_pool(size: int = 1, *, queue: int = 4, timeout_s: float = 10.0) -> LocalPool:
+    return LocalPool(size, max_queue_depth=queue, default_timeout_s=timeout_s, preload=())
+
+
+async def test_runs_work_in_other_processes_and_in_parallel() -> None:
+    pool = make_pool(2, queue=16)
+    await pool.start()
+    try:
+        assert pool.ready
+        assert await pool.run(tasks.add, 2, 3) == 5
+        pids = set(await asyncio.gather(*(pool.run(tasks.pid) for _ in range(8))))
+        assert pids <= set(pool.worker_pids()) and len(pool.worker_pids()) == 2
+        started = time.perf_counter()
+        await asyncio.gather(pool.run(tasks.sleep, 0.5), pool.run(tasks.sleep, 0.5))
+        assert time.perf_counter() - started < 0.9  # two workers, not one after the other
+    finally:
+        await pool.stop()
+    assert not pool.ready
+
+
+async def test_domain_errors_cross_the_process_boundary_intact() -> None:
+    pool = make_pool()
+    await pool.start()
+    try:
+        with pytest.raises(InvalidParameter) as info:
+            await pool.run(tasks.raise_domain_error)
+        assert info.value.parameter == "sigma"
+        assert info.value.detail == "invalid `sigma`: must be positive"
+        with pytest.raises(TensorlensError, match="ZeroDivisionError"):
+            await pool.run(tasks.raise_bug)
+        assert await pool.run(tasks.add, 1, 1) == 2  # the worker keeps serving
+    finally:
+        await pool.stop()
+
+
+async def test_full_queue_answers_at_once_instead_of_hanging() -> None:
+    pool = make_pool(1, queue=2)
+    await pool.start()
+    try:
+        running = asyncio.ensure_future(pool.run(tasks.sleep, 0.6))
+        await asyncio.sleep(0.2)  # the worker has taken it; the queue is empty again
+        queued = [asyncio.ensure_future(pool.run(tasks.sleep, 0.01)) for _ in range(2)]
+        await asyncio.sleep(0)
+        started = time.perf_counter()
+        with pytest.raises(QueueFull) as info:
+            await pool.run(tasks.add, 1, 2)
+        assert time.perf_counter() - started < 0.05
+        assert info.value.context["retry_after_s"] == 1
+        assert pool.stats().queue_depth == 2 and pool.stats().in_flight == 1
+        assert await running == 0.6
+        assert await asyncio.gather(*queued) == [0.01, 0.01]
+    finally:
+        await pool.stop()
+
+
+async def test_timeout_kills_the_runaway_worker_and_replaces_it() -> None:
+    pool = make_pool(1, timeout_s=0.5)
+    await pool.start()
+    try:
+        before = pool.worker_pids()
+        started = time.perf_counter()
+        with pytest.raises(WorkTimeout):
+            await pool.run(tasks.sleep, 30)
+        assert time.perf_counter() - started < 2
+        assert await pool.run(tasks.add, 2, 2) == 4
+        assert pool.worker_pids() != before and pool.restarts == 1
+    finally:
+        await pool.stop()
+
+
+async def test_queued_job_past_its_deadline_never_runs() -> None:
+    pool = make_pool(1, timeout_s=5)
+    await pool.start()
+    try:
+        blocker = asyncio.ensure_future(pool.run(tasks.sleep, 0.8))
+        await asyncio.sleep(0.1)
+        with pytest.raises(WorkTimeout, match="did not start"):
+            await pool.run(tasks.sleep, 0.01, timeout_s=0.2)
+        assert await blocker == 0.8
+        assert pool.restarts == 0  # the running job was not disturbed
+    finally:
+        await pool.stop()
+
+
+async def test_dead_worker_fails_only_its_request_and_is_replaced() -> None:
+    pool = make_pool(2)
+    await pool.start()
+    try:
+        survivor = asyncio.ensure_future(pool.run(tasks.sleep, 0.5))
+        await asyncio.sleep(0.1)
+        with pytest.raises(WorkerDied) as info:
+            await pool.run(tasks.crash)
+        assert info.value.context["exit_code"] == 3
+        assert await survivor == 0.5
+        assert await pool.run(tasks.add, 3, 4) == 7
+        assert pool.ready and pool.restarts == 1
+    finally:
+        await pool.stop()
+
+
+async def test_pool_refuses_work_when_not_started() -> None:
+    with pytest.raises(PoolUnavailable):
+        await make_pool().run(tasks.add, 1, 2)

@@ -1,0 +1,324 @@
+"""The worker pool: the single place where heavy work runs.
+
+:class:`WorkerPool` is the interface the HTTP layer talks to; :class:`LocalPool`
+implements it with spawned worker processes on this machine. Work is a
+top-level (picklable) function plus picklable arguments, so the same functions
+can run on any backend that implements the protocol.
+
+Each worker process is owned by one runner task that takes jobs from a bounded
+queue. A job that waits longer than its timeout is dropped before it starts; a
+job that runs past its timeout has its worker killed and replaced, so a runaway
+computation never keeps a core. A worker that dies mid-job fails only that job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Protocol, TypeVar
+
+from workers.errors import PoolUnavailable, QueueFull, TensorlensError, WorkerDied, WorkTimeout
+
+T = TypeVar("T")
+
+#: Modules a worker imports before it reports ready, so the first request is not slow.
+DEFAULT_PRELOAD = ("numpy", "scipy.ndimage", "skimage.exposure", "skimage.feature", "PIL.Image")
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot for health checks and metrics."""
+
+    workers: int
+    workers_alive: int
+    queue_depth: int
+    queue_capacity: int
+    in_flight: int
+
+
+class WorkerPool(Protocol):
+    """What the service needs from a backend (local processes, a Ray cluster)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    def stats(self) -> PoolStats: ...
+
+    async def run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
+        """Run ``fn(*args)`` on a worker and return its result or raise its domain error.
+
+        Raises
+        ------
+        QueueFull
+            The bounded queue is full (context: ``retry_after_s``).
+        WorkTimeout
+            The job did not finish within ``timeout_s`` (queue wait included).
+        WorkerDied
+            The worker process running the job died; it has been replaced.
+        PoolUnavailable
+            The pool is not started.
+        """
+        ...
+
+
+class RemoteError(TensorlensError):
+    """A worker raised an error that is not part of the domain hierarchy (a bug, not input)."""
+
+    title = "Internal worker error"
+
+
+def _worker_main(conn: Connection, preload: Sequence[str]) -> None:
+    # Each worker computes on one core; BLAS threads would only fight the other workers.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    for name in preload:
+        importlib.import_module(name)
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        fn, args = message
+        try:
+            reply = ("ok", fn(*args))
+        except TensorlensError as exc:
+            reply = ("err", exc)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, worker keeps serving
+            reply = ("err", RemoteError(f"{type(exc).__name__}: {exc}"))
+        try:
+            conn.send(reply)
+        except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
+            conn.send(("err", RemoteError(f"result could not be sent: {exc}")))
+
+
+@dataclass(eq=False)
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    deadline: float
+    future: asyncio.Future[Any]
+    started: bool = False
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    pid: int = 0
+    jobs_done: int = field(default=0)
+
+    def kill(self) -> None:
+        with contextlib.suppress(Exception):
+            self.process.kill()
+        self.process.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+class LocalPool:
+    """Spawned worker processes on this machine behind a bounded queue."""
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        max_queue_depth: int,
+        default_timeout_s: float,
+        retry_after_s: int = 1,
+        preload: Sequence[str] = DEFAULT_PRELOAD,
+    ) -> None:
+        self.size = size
+        self.max_queue_depth = max_queue_depth
+        self.default_timeout_s = default_timeout_s
+        self.retry_after_s = retry_after_s
+        self._preload = tuple(preload)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._workers: list[_Worker | None] = []
+        self._runners: list[asyncio.Task[None]] = []
+        self._io = ThreadPoolExecutor(max_workers=size, thread_name_prefix="pool-io")
+        self._in_flight = 0
+        self._started = False
+        self.restarts = 0
+
+    # lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue(maxsize=self.max_queue_depth)
+        self._workers = list(
+            await asyncio.gather(*(self._spawn() for _ in range(self.size)))
+        )
+        self._runners = [
+            asyncio.create_task(self._run_worker(i), name=f"pool-runner-{i}")
+            for i in range(self.size)
+        ]
+        self._started = True
+
+    async def stop(self) -> None:
+        self._started = False
+        for task in self._runners:
+            task.cancel()
+        for task in self._runners:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._runners = []
+        if self._queue is not None:
+            while not self._queue.empty():
+                job = self._queue.get_nowait()
+                if not job.future.done():
+                    job.future.set_exception(PoolUnavailable("the worker pool is shutting down"))
+        for worker in self._workers:
+            if worker is not None:
+                worker.kill()
+        self._workers = []
+        self._io.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def ready(self) -> bool:
+        return self._started and all(
+            w is not None and w.process.is_alive() for w in self._workers
+        )
+
+    def stats(self) -> PoolStats:
+        return PoolStats(
+            workers=self.size,
+            workers_alive=sum(1 for w in self._workers if w is not None and w.process.is_alive()),
+            queue_depth=self._queue.qsize() if self._queue is not None else 0,
+            queue_capacity=self.max_queue_depth,
+            in_flight=self._in_flight,
+        )
+
+    def worker_pids(self) -> list[int]:
+        return [w.pid for w in self._workers if w is not None]
+
+    # work ----------------------------------------------------------------------
+
+    async def run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
+        if not self._started or self._queue is None:
+            raise PoolUnavailable("the worker pool is not running")
+        timeout = self.default_timeout_s if timeout_s is None else timeout_s
+        loop = asyncio.get_running_loop()
+        job = _Job(fn, args, loop.time() + timeout, loop.create_future())
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            raise QueueFull(
+                f"the work queue is full ({self.max_queue_depth} waiting); retry later",
+                retry_after_s=self.retry_after_s,
+            ) from None
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
+        except TimeoutError:
+            if not job.started:
+                # Still queued: the runner will skip it.
+                job.future.cancel()
+                raise WorkTimeout(
+                    f"the work did not start within {timeout:g} s", timeout_s=timeout
+                ) from None
+            # Running: the runner enforces the same deadline and kills the worker.
+            return await job.future
+        except asyncio.CancelledError:
+            # The client went away; a queued job need not run at all.
+            if not job.started:
+                job.future.cancel()
+            raise
+
+    async def _spawn(self) -> _Worker:
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=_worker_main, args=(child, self._preload), daemon=True, name="tensorlens-worker"
+        )
+        process.start()
+        child.close()
+        loop = asyncio.get_running_loop()
+        try:
+            tag, pid = await loop.run_in_executor(self._io, parent.recv)
+        except (EOFError, OSError) as exc:
+            process.kill()
+            raise PoolUnavailable(f"a worker process failed to start: {exc}") from exc
+        assert tag == "ready"
+        return _Worker(process, parent, pid)
+
+    async def _replace(self, index: int) -> _Worker:
+        old = self._workers[index]
+        self._workers[index] = None
+        if old is not None:
+            await asyncio.get_running_loop().run_in_executor(None, old.kill)
+        self.restarts += 1
+        worker = await self._spawn()
+        self._workers[index] = worker
+        return worker
+
+    @staticmethod
+    def _roundtrip(worker: _Worker, message: tuple[Any, ...]) -> tuple[str, Any]:
+        worker.conn.send(message)
+        return worker.conn.recv()
+
+    async def _run_worker(self, index: int) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            job = await self._queue.get()
+            if job.future.done():
+                continue
+            worker = self._workers[index]
+            if worker is None or not worker.process.is_alive():
+                worker = await self._replace(index)
+            job.started = True
+            self._in_flight += 1
+            started = time.monotonic()
+            try:
+                remaining = max(job.deadline - loop.time(), 0.0)
+                call = loop.run_in_executor(self._io, self._roundtrip, worker, (job.fn, job.args))
+                try:
+                    tag, payload = await asyncio.wait_for(call, remaining)
+                except TimeoutError:
+                    await self._replace(index)
+                    elapsed = time.monotonic() - started
+                    _settle(job, exc=WorkTimeout(
+                        f"the work was stopped after {elapsed:.1f} s (limit reached)",
+                        timeout_s=round(job.deadline - started, 3),
+                    ))
+                    continue
+                except (EOFError, OSError):
+                    await loop.run_in_executor(None, worker.process.join, 1.0)
+                    code = worker.process.exitcode
+                    await self._replace(index)
+                    _settle(job, exc=WorkerDied(
+                        f"the worker process died (exit code {code}) and was replaced; "
+                        "retry the request",
+                        exit_code=code,
+                    ))
+                    continue
+                worker.jobs_done += 1
+                if tag == "ok":
+                    _settle(job, result=payload)
+                else:
+                    _settle(job, exc=payload)
+            finally:
+                self._in_flight -= 1
+
+
+def _settle(job: _Job, *, result: Any = None, exc: BaseException | None = None) -> None:
+    if job.future.done():
+        return
+    if exc is not None:
+        job.future.set_exception(exc)
+    else:
+        job.future.set_result(result)
