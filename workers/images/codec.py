@@ -1,0 +1,387 @@
+"""Decode uploads into numpy arrays and encode arrays as PNG.
+
+Decoding
+--------
+:func:`decode_image` accepts the formats in :data:`SUPPORTED_FORMATS` (MPO, the
+multi-picture JPEG that phones write, counts as JPEG). It reads the header first,
+rejects images over the pixel limit before any pixel data is decoded, applies the
+EXIF orientation and keeps only the first frame of animations. Each Pillow mode
+becomes a C-contiguous array as follows:
+
+==============================  ===========  ======================================================
+Pillow mode                     dtype        shape and meaning
+==============================  ===========  ======================================================
+``1`` (bilevel)                 ``bool``     ``(H, W)``
+``L``                           ``uint8``    ``(H, W)``
+``I;16``, ``I;16L/B/N``         ``uint16``   ``(H, W)``, native byte order
+``I`` (32-bit signed)           ``uint16``   ``(H, W)`` when every value fits 0..65535 (16-bit
+                                             data widened by the reader), else ``int32``
+``F`` (32-bit float)            ``float32``  ``(H, W)``, values as stored, not rescaled
+``LA``, ``La``                  ``uint8``    ``(H, W, 2)``: gray, alpha
+``P`` (palette)                 ``uint8``    ``(H, W, 4)`` RGBA when the palette has
+                                             transparency, else ``(H, W)`` when every
+                                             entry is gray, else ``(H, W, 3)`` RGB
+``PA``                          ``uint8``    ``(H, W, 4)`` RGBA
+``RGB``                         ``uint8``    ``(H, W, 3)``
+``RGBA``, ``RGBa``              ``uint8``    ``(H, W, 4)``, alpha kept (straight, not
+                                             premultiplied)
+``CMYK``, ``YCbCr``, ``LAB``,   ``uint8``    ``(H, W, 3)`` RGB
+``HSV``, ``RGBX``, any other
+==============================  ===========  ======================================================
+
+Pillow reads 16-bit color PNGs as 8-bit ``RGB``/``RGBA``, so only 16-bit grayscale
+survives a round trip through :func:`decode_image` at full depth.
+
+Encoding
+--------
+:func:`encode_png` writes 8-bit PNGs with Pillow and 16-bit PNGs with a small
+writer of its own (Pillow cannot write 16-bit color):
+
+==============================  ====================================================
+dtype                           PNG samples
+==============================  ====================================================
+``bool``                        8-bit, ``False`` -> 0, ``True`` -> 255
+``uint8``                       8-bit, as is
+``uint16``                      16-bit, as is (any channel count)
+``int16`` (``img_as_int``)      16-bit, shifted by +32768 so -32768 -> 0, 0 -> 32768
+``float16/32/64``               8-bit: ``[0, 1]`` -> 0..255 when the minimum is >= 0,
+                                else ``[-1, 1]`` -> 0..255; rounded, out-of-range
+                                values clipped, NaN -> 0
+other integers (``int8``,       8-bit, values clipped to 0..255 (not rescaled)
+``int32``, ``uint32``, ...)
+==============================  ====================================================
+
+=================  ==========================
+shape              PNG color type
+=================  ==========================
+``(H, W)``         grayscale (``L``)
+``(H, W, 1)``      grayscale (``L``)
+``(H, W, 2)``      grayscale + alpha (``LA``)
+``(H, W, 3)``      ``RGB``
+``(H, W, 4)``      ``RGBA``
+=================  ==========================
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import threading
+import warnings
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+from workers.errors import (
+    ImageTooLarge,
+    IncompatibleImage,
+    InvalidImage,
+    InvalidParameter,
+    UnsupportedMediaType,
+)
+
+__all__ = ["SUPPORTED_FORMATS", "decode_image", "encode_png", "summarize"]
+
+SUPPORTED_FORMATS: frozenset[str] = frozenset({"PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF"})
+
+# Pillow names multi-picture JPEGs "MPO"; to a client they are JPEGs.
+_FORMAT_ALIASES = {"MPO": "JPEG"}
+
+_AS_IS_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+_CONVERSIONS = {"La": "LA", "RGBa": "RGBA", "PA": "RGBA"}
+
+# Exceptions Pillow raises for truncated or corrupt data while decoding.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
+    """Decode an uploaded image into a numpy array.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded file.
+    max_pixels : int
+        Largest ``width * height`` accepted, checked against the header before any
+        pixel data is decoded. Pillow's own ``PIL.Image.MAX_IMAGE_PIXELS`` caps it,
+        so Pillow never refuses an image that passed this check.
+
+    Returns
+    -------
+    numpy.ndarray
+        C-contiguous, writeable array; see the module docstring for dtype and shape.
+
+    Raises
+    ------
+    InvalidImage
+        `data` is empty, truncated or corrupt.
+    UnsupportedMediaType
+        `data` is not an image, or its format is not in :data:`SUPPORTED_FORMATS`.
+    ImageTooLarge
+        The image has more pixels than allowed.
+    """
+    if not data:
+        raise InvalidImage("the upload is empty")
+    limit = (
+        max_pixels if Image.MAX_IMAGE_PIXELS is None else min(max_pixels, Image.MAX_IMAGE_PIXELS)
+    )
+    with _pillow_warnings_ignored(), _identify(data, limit) as image:
+        image_format = _FORMAT_ALIASES.get(str(image.format), str(image.format))
+        if image_format not in SUPPORTED_FORMATS:
+            raise UnsupportedMediaType(
+                f"image format {image_format} is not supported; use one of "
+                f"{', '.join(sorted(SUPPORTED_FORMATS))}",
+                format=image_format,
+            )
+        width, height = image.size
+        if width * height > limit:
+            raise ImageTooLarge(
+                f"image has {width}x{height} = {width * height} pixels, more than the "
+                f"limit of {limit}",
+                pixels=width * height,
+                limit=limit,
+            )
+        try:
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)
+            return _to_array(image)
+        except Image.DecompressionBombError as exc:
+            # GIF frames may extend past the declared screen size; Pillow checks those.
+            raise ImageTooLarge(str(exc), pixels=None, limit=limit) from exc
+        except _DECODE_ERRORS as exc:
+            raise InvalidImage(
+                f"the {image_format} image is truncated or corrupt: {exc}", format=image_format
+            ) from exc
+
+
+# catch_warnings swaps process-wide state; the lock keeps two decoding threads from
+# restoring each other's filters (workers decode on one thread, so it is uncontended).
+_WARNINGS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _pillow_warnings_ignored() -> Iterator[None]:
+    """Silence Pillow's UserWarnings about the upload's metadata (e.g. "Corrupt EXIF data").
+
+    They describe the client's file, not a defect here: the image decodes or is
+    rejected as InvalidImage either way. Pillow's deprecation warnings, which are
+    about our code, still show.
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        yield
+
+
+def _identify(data: bytes, limit: int) -> ImageFile.ImageFile:
+    """Open `data` lazily, like ``Image.open`` minus its decompression-bomb check.
+
+    ``Image.open`` warns (or raises) about large images from the header alone,
+    before we see the size, and changing ``MAX_IMAGE_PIXELS`` around it would race
+    with other threads. Walking Pillow's plugin registry the way ``Image.open``
+    does lets our own check, with the service's limit, be the first and only one.
+    """
+    Image.init()
+    prefix = data[:16]
+    stream = io.BytesIO(data)
+    corrupt: tuple[str, Exception] | None = None
+    for name in Image.ID:
+        factory, accept = Image.OPEN[name]
+        accepted = True if accept is None else accept(prefix)
+        # A string means "this format, but unreadable here" (e.g. a missing codec).
+        if not accepted or isinstance(accepted, str):
+            continue
+        stream.seek(0)
+        try:
+            return factory(stream, "")
+        except (SyntaxError, IndexError, TypeError, struct.error) as exc:
+            # Not this format after all, as Image.open reasons; but if the plugin claimed
+            # the magic bytes, the file is most likely a damaged one of its kind.
+            if accept is not None and corrupt is None:
+                corrupt = (name, exc)
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(str(exc), pixels=None, limit=limit) from exc
+        except (OSError, ValueError, EOFError) as exc:
+            raise InvalidImage(f"the {name} image header is corrupt: {exc}", format=name) from exc
+    if corrupt is not None:
+        name, exc = corrupt
+        raise InvalidImage(f"the {name} image header is corrupt: {exc}", format=name) from exc
+    raise UnsupportedMediaType("the upload is not a recognized image")
+
+
+def _to_array(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode == "P":
+        image = image.convert(_palette_target(image))
+    elif mode == "I":
+        return _narrow_int32(np.array(image))
+    elif mode in _CONVERSIONS:
+        image = image.convert(_CONVERSIONS[mode])
+    elif mode not in _AS_IS_MODES:
+        image = image.convert("RGB")
+    # np.array copies from Pillow's read-only buffer, giving a writeable C-contiguous array.
+    array = np.array(image)
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+def _palette_target(image: Image.Image) -> str:
+    if image.has_transparency_data:
+        return "RGBA"
+    # A gray palette (GIFs and PNGs of grayscale images) holds no color to keep.
+    palette = np.asarray(image.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+    is_gray = (palette == palette[:, :1]).all()
+    return "L" if is_gray else "RGB"
+
+
+def _narrow_int32(array: np.ndarray) -> np.ndarray:
+    # Readers widen 16-bit data to mode I; uint16 keeps it usable by skimage's dtype rules.
+    if array.size and array.min() >= 0 and array.max() <= np.iinfo(np.uint16).max:
+        return array.astype(np.uint16)
+    return np.ascontiguousarray(array, dtype=np.int32)
+
+
+def encode_png(image: np.ndarray, *, compress_level: int = 1) -> bytes:
+    """Encode an array as PNG following the rules in the module docstring.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(H, W)`` or ``(H, W, C)`` with ``C`` in 1..4, of any real dtype.
+    compress_level : int, optional
+        zlib level, 0 (none, fastest) to 9 (smallest). The default favours speed.
+
+    Returns
+    -------
+    bytes
+        The PNG file.
+
+    Raises
+    ------
+    IncompatibleImage
+        The shape or dtype has no PNG representation.
+    InvalidParameter
+        `compress_level` is outside 0..9.
+    """
+    if not 0 <= compress_level <= 9:
+        raise InvalidParameter("compress_level", f"must be in 0..9, got {compress_level}")
+    array = _as_png_layout(np.asarray(image))
+    if array.dtype == np.uint16:
+        return _write_png16(array, compress_level)
+    if array.dtype == np.int16:
+        # Flipping the sign bit is the +32768 shift, without a wider temporary.
+        return _write_png16(array.view(np.uint16) ^ np.uint16(0x8000), compress_level)
+    pixels = _to_uint8(array)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(
+        buffer, format="PNG", compress_level=compress_level
+    )
+    return buffer.getvalue()
+
+
+def _as_png_layout(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind not in "biuf":
+        raise IncompatibleImage(
+            f"cannot encode a {array.dtype} image as PNG", dtype=str(array.dtype)
+        )
+    channels_ok = array.ndim == 2 or (array.ndim == 3 and 1 <= array.shape[2] <= 4)
+    if not channels_ok:
+        raise IncompatibleImage(
+            f"cannot encode an image of shape {array.shape} as PNG: "
+            "expected (H, W) or (H, W, C) with 1 to 4 channels",
+            shape=list(array.shape),
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise IncompatibleImage(
+            f"cannot encode an empty image of shape {array.shape}", shape=list(array.shape)
+        )
+    return array
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    kind = array.dtype.kind
+    if kind == "b":
+        return np.multiply(array, 255, dtype=np.uint8)
+    if array.dtype == np.uint8:
+        return array
+    if kind in "iu":
+        return np.clip(array, 0, 255).astype(np.uint8)
+    # fmin ignores NaN without the "All-NaN slice" warning np.nanmin gives.
+    signed = np.fmin.reduce(array, axis=None) < 0
+    scaled = array.astype(np.float64 if array.dtype.itemsize > 4 else np.float32)
+    if signed:
+        scaled += 1
+        scaled *= 127.5
+    else:
+        scaled *= 255
+    np.nan_to_num(scaled, copy=False, nan=0.0)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> gray, gray+alpha, RGB, RGBA
+
+
+def _write_png16(array: np.ndarray, compress_level: int) -> bytes:
+    if array.ndim == 2:
+        array = array[:, :, np.newaxis]
+    height, width, channels = array.shape
+    samples = np.ascontiguousarray(array, dtype=">u2").reshape(height, -1).view(np.uint8)
+    rows = np.empty((height, 1 + samples.shape[1]), dtype=np.uint8)
+    rows[:, 0] = 0  # filter type "None": simple, and level-1 zlib is the speed target anyway
+    rows[:, 1:] = samples
+    header = struct.pack(">IIBBBBB", width, height, 16, _PNG_COLOR_TYPES[channels], 0, 0, 0)
+    return b"".join(
+        (
+            _PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(rows, compress_level)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(payload, zlib.crc32(kind))
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+def summarize(image: np.ndarray) -> dict[str, Any]:
+    """Describe an array in JSON-able terms.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Any image.
+
+    Returns
+    -------
+    dict
+        ``shape`` (list of int), ``dtype`` (str), and ``min``, ``max``, ``mean`` as
+        Python floats over the finite values; each is ``None`` when there is none
+        (an empty or all-NaN image), since JSON has no NaN.
+    """
+    values = image
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        values = image[np.isfinite(image)]
+    if values.size == 0:
+        low = high = mean = None
+    else:
+        low = float(values.min())
+        high = float(values.max())
+        mean = float(values.mean(dtype=np.float64))
+    return {
+        "shape": list(image.shape),
+        "dtype": str(image.dtype),
+        "min": low,
+        "max": high,
+        "mean": mean,
+    }
