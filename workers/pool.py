@@ -31,7 +31,7 @@ from workers.errors import PoolUnavailable, QueueFull, TensorlensError, WorkerDi
 T = TypeVar("T")
 
 #: Modules a worker imports before it reports ready, so the first request is not slow.
-DEFAULT_PRELOAD = ("numpy", "scipy.ndimage", "skimage.exposure", "skimage.feature", "PIL.Image")
+DEFAULT_PRELOAD = ("workers.images",)
 
 
 @dataclass(frozen=True)
@@ -99,11 +99,11 @@ def _worker_main(conn: Connection, preload: Sequence[str]) -> None:
             reply = ("ok", fn(*args))
         except TensorlensError as exc:
             reply = ("err", exc)
-        except Exception as exc:  # noqa: BLE001 - reported to the caller, worker keeps serving
+        except Exception as exc:  # reported to the caller; the worker keeps serving
             reply = ("err", RemoteError(f"{type(exc).__name__}: {exc}"))
         try:
             conn.send(reply)
-        except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
+        except Exception as exc:  # e.g. an unpicklable result
             conn.send(("err", RemoteError(f"result could not be sent: {exc}")))
 
 
@@ -161,9 +161,7 @@ class LocalPool:
 
     async def start(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.max_queue_depth)
-        self._workers = list(
-            await asyncio.gather(*(self._spawn() for _ in range(self.size)))
-        )
+        self._workers = list(await asyncio.gather(*(self._spawn() for _ in range(self.size))))
         self._runners = [
             asyncio.create_task(self._run_worker(i), name=f"pool-runner-{i}")
             for i in range(self.size)
@@ -191,9 +189,7 @@ class LocalPool:
 
     @property
     def ready(self) -> bool:
-        return self._started and all(
-            w is not None and w.process.is_alive() for w in self._workers
-        )
+        return self._started and all(w is not None and w.process.is_alive() for w in self._workers)
 
     def stats(self) -> PoolStats:
         return PoolStats(
@@ -291,20 +287,26 @@ class LocalPool:
                 except TimeoutError:
                     await self._replace(index)
                     elapsed = time.monotonic() - started
-                    _settle(job, exc=WorkTimeout(
-                        f"the work was stopped after {elapsed:.1f} s (limit reached)",
-                        timeout_s=round(job.deadline - started, 3),
-                    ))
+                    _settle(
+                        job,
+                        exc=WorkTimeout(
+                            f"the work was stopped after {elapsed:.1f} s (limit reached)",
+                            timeout_s=round(job.deadline - started, 3),
+                        ),
+                    )
                     continue
                 except (EOFError, OSError):
                     await loop.run_in_executor(None, worker.process.join, 1.0)
                     code = worker.process.exitcode
                     await self._replace(index)
-                    _settle(job, exc=WorkerDied(
-                        f"the worker process died (exit code {code}) and was replaced; "
-                        "retry the request",
-                        exit_code=code,
-                    ))
+                    _settle(
+                        job,
+                        exc=WorkerDied(
+                            f"the worker process died (exit code {code}) and was replaced; "
+                            "retry the request",
+                            exit_code=code,
+                        ),
+                    )
                     continue
                 worker.jobs_done += 1
                 if tag == "ok":

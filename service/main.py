@@ -1,0 +1,83 @@
+"""Assembles the application: settings, worker pool, middleware, error handlers, routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
+
+from service.errors import install_error_handlers
+from service.observability import Metrics, RequestContextMiddleware
+from service.routes import health, images, samples, v2
+from service.settings import Settings, get_settings
+from workers.pool import LocalPool
+
+#: Room for multipart framing around an upload of exactly ``max_upload_bytes``.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def _operation_id(route: APIRoute) -> str:
+    return f"{route.tags[0]}-{route.name}"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logging.getLogger("tensorlens").setLevel(settings.log_level.upper())
+        pool = LocalPool(
+            settings.image_workers,
+            max_queue_depth=settings.max_queue_depth,
+            default_timeout_s=settings.request_timeout_s,
+            retry_after_s=settings.retry_after_s,
+        )
+        await pool.start()
+        app.state.pool = pool
+        metrics.watch_pool(pool.stats)
+        try:
+            yield
+        finally:
+            await pool.stop()
+
+    app = FastAPI(
+        title="tensorlens",
+        version="0.1.0",
+        summary="Image operations and small-model training and inference over HTTP.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.dependency_overrides[get_settings] = lambda: settings
+    install_error_handlers(app)
+    for router in (health.router, v2.router, samples.router, images.router):
+        app.include_router(router)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    # Added last so it is outermost: every response, CORS preflights included, gets an id.
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+    )
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn service.main:app` builds the app on first access, not at import time,
+    # so importing this module (tests, spawned workers) has no side effects.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

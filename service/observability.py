@@ -1,0 +1,162 @@
+"""Request ids, the one structured log line per request, body limits and Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from workers.pool import PoolStats
+
+access_log = logging.getLogger("tensorlens.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+
+
+class Metrics:
+    """The service's Prometheus collectors, on a registry of its own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tensorlens_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "tensorlens_http_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.op_seconds = Histogram(
+            "tensorlens_op_duration_seconds",
+            "Time spent in one image operation inside a worker.",
+            ["op"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "tensorlens_queue_depth", "Jobs waiting for a worker.", registry=self.registry
+        )
+        self.in_flight = Gauge(
+            "tensorlens_in_flight", "Jobs running on workers.", registry=self.registry
+        )
+        self.workers_alive = Gauge(
+            "tensorlens_workers_alive", "Worker processes alive.", registry=self.registry
+        )
+
+    def watch_pool(self, stats: Callable[[], PoolStats]) -> None:
+        self.queue_depth.set_function(lambda: stats().queue_depth)
+        self.in_flight.set_function(lambda: stats().in_flight)
+        self.workers_alive.set_function(lambda: stats().workers_alive)
+
+
+class RequestContextMiddleware:
+    """Assigns the request id, enforces the body limit, counts and logs every request.
+
+    Written as plain ASGI (not ``BaseHTTPMiddleware``) so streamed responses such as
+    Server-Sent Events pass through untouched and the per-request cost stays small.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        sent_id = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = sent_id if _REQUEST_ID.match(sent_id) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
+
+        received = 0
+        limit = self.max_body_bytes
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise StarletteHTTPException(
+                        413, f"the request body is over the limit of {limit} bytes"
+                    )
+            return message
+
+        declared = headers.get(b"content-length")
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await _reject_too_large(scope, send_with_id, limit, request_id)
+            else:
+                await self.app(scope, receive_limited, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.request_seconds.labels(template).observe(elapsed)
+            access_log.info(
+                json.dumps(
+                    {
+                        "event": "request",
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "client": (scope.get("client") or ("-",))[0],
+                    }
+                )
+            )
+
+
+async def _reject_too_large(scope: Scope, send: Send, limit: int, request_id: str) -> None:
+    body: dict[str, Any] = {
+        "type": "/problems/payload-too-large",
+        "title": "Payload too large",
+        "status": 413,
+        "detail": f"the request body is over the limit of {limit} bytes",
+        "instance": scope["path"],
+        "request_id": request_id,
+        "limit_bytes": limit,
+    }
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

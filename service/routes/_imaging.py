@@ -1,0 +1,110 @@
+"""What the image routes share: where the image comes from and how the result goes back."""
+
+from __future__ import annotations
+
+import base64
+from functools import partial
+from typing import Annotated
+
+from fastapi import File, Query, Request, UploadFile
+from fastapi.responses import Response
+
+from service.deps import MetricsDep, PoolDep, SettingsDep
+from service.schemas.images import ImageResult, StepReport
+from workers.errors import InvalidImage, InvalidInput, PayloadTooLarge
+from workers.images import ImageSource, PipelineResult, run_pipeline
+from workers.images.samples import load_sample
+
+PNG = "image/png"
+
+ImageUpload = Annotated[
+    UploadFile | None,
+    File(description="The image: PNG, JPEG, TIFF, BMP, WebP or GIF (first frame)."),
+]
+SampleName = Annotated[
+    str | None,
+    Query(description="Use a bundled `skimage.data` image instead of an upload (see /v1/samples)."),
+]
+IncludeImage = Annotated[
+    bool, Query(description="JSON responses: include the result PNG as base64.")
+]
+
+#: Media types this service answers with for images, by preference.
+_PNG_TYPES = {"image/png": 3, "image/*": 2}
+_JSON_TYPES = {"application/json": 3, "application/*": 2, "*/*": 1}
+
+
+def wants_png(request: Request) -> bool:
+    """Content negotiation: PNG when the client ranks image/png above JSON (JSON by default)."""
+    accept = request.headers.get("accept")
+    if not accept:
+        return False
+    best_png = best_json = (0.0, 0)
+    for item in accept.split(","):
+        media, _, params = item.strip().partition(";")
+        media = media.strip().lower()
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if media in _PNG_TYPES:
+            best_png = max(best_png, (q, _PNG_TYPES[media]))
+        if media in _JSON_TYPES:
+            best_json = max(best_json, (q, _JSON_TYPES[media]))
+    return best_png[0] > 0 and best_png > best_json
+
+
+async def image_source(
+    image: UploadFile | None, sample: str | None, settings: SettingsDep
+) -> ImageSource:
+    if image is not None and sample is not None:
+        raise InvalidInput("give either an `image` upload or a `sample` name, not both")
+    if sample is not None:
+        load_sample(sample)  # unknown names fail here with 404, before queueing any work
+        return ImageSource(sample=sample)
+    if image is None:
+        raise InvalidInput("no image: upload one as the multipart field `image` or pass `sample`")
+    data = await image.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise PayloadTooLarge(
+            f"the upload is over the limit of {settings.max_upload_bytes} bytes",
+            limit_bytes=settings.max_upload_bytes,
+        )
+    if not data:
+        raise InvalidImage("the upload is empty")
+    return ImageSource(data=data)
+
+
+async def run_and_respond(
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    source: ImageSource,
+    steps: list[tuple[str, dict]],
+    include_image: bool,
+) -> Response | ImageResult:
+    png = wants_png(request)
+    work = partial(
+        run_pipeline,
+        max_pixels=settings.max_image_pixels,
+        encode=png or include_image,
+        compress_level=settings.png_compress_level,
+    )
+    result: PipelineResult = await pool.run(work, source, steps)
+    for step in result.steps:
+        metrics.op_seconds.labels(step["op"]).observe(step["ms"] / 1000)
+    if png:
+        assert result.png is not None
+        return Response(result.png, media_type=PNG)
+    return ImageResult(
+        **result.summary,
+        values=result.steps[-1]["values"] if result.steps else {},
+        steps=[StepReport(**step) for step in result.steps],
+        timings_ms=result.timings_ms,
+        png_base64=base64.b64encode(result.png).decode("ascii") if result.png else None,
+    )

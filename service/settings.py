@@ -1,0 +1,67 @@
+"""Service settings: one pydantic-settings class, environment prefix ``TENSORLENS_``."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Each field is ``TENSORLENS_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TENSORLENS_", env_file=".env", extra="ignore")
+
+    # Server
+    host: str = Field("127.0.0.1", description="Interface `make run` binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port `make run` listens on.")
+    data_dir: Path = Field(Path("data"), description="Job database and model checkpoints.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins allowed by CORS; empty allows none.",
+    )
+
+    # Worker pool
+    image_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=256,
+        description="Worker processes for image pipelines (default: CPU count).",
+    )
+    max_queue_depth: int = Field(
+        64, ge=1, le=100_000, description="Requests waiting for a worker before 429."
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Per-request limit, queue wait included, before 504."
+    )
+    retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After sent with 429.")
+
+    # Image limits
+    max_upload_bytes: int = Field(
+        25_000_000, ge=1024, description="Largest accepted upload in bytes (413 above)."
+    )
+    max_image_pixels: int = Field(
+        50_000_000, ge=1, description="Largest accepted image in pixels (422 above)."
+    )
+    max_pipeline_steps: int = Field(32, ge=1, le=1000, description="Steps per pipeline.")
+    png_compress_level: int = Field(
+        1, ge=0, le=9, description="zlib level for PNG responses (1: fast, 9: small)."
+    )
+
+    _split_origins = field_validator("cors_allow_origins", mode="before")(_split_csv)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

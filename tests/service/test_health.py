@@ -1,0 +1,84 @@
+import json
+import logging
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_live_and_ready(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready" and body["workers"] == body["workers_alive"] == 2
+
+
+async def test_open_inference_protocol_health(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/v2/health/live")).json() == {"live": True}
+    assert (await client.get("/v2/health/ready")).json() == {"ready": True}
+
+
+async def test_request_id_is_echoed_or_minted_and_logged(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="tensorlens.access"):
+        echoed = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+        minted = await client.get("/healthz")
+        hostile = await client.get("/healthz", headers={"X-Request-ID": "a\tb" * 100})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    assert len(minted.headers["x-request-id"]) == 32
+    assert hostile.headers["x-request-id"] != "a\tb" * 100
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "tensorlens.access"]
+    mine = [line for line in lines if line["request_id"] == "abc-123"]
+    assert len(mine) == 1
+    assert mine[0] | {"duration_ms": 0} == {
+        "event": "request",
+        "request_id": "abc-123",
+        "method": "GET",
+        "path": "/healthz",
+        "route": "/healthz",
+        "status": 200,
+        "duration_ms": 0,
+        "client": "127.0.0.1",
+    }
+
+
+async def test_metrics_count_requests_by_route_and_status(client: httpx.AsyncClient) -> None:
+    await client.get("/healthz")
+    await client.get("/no/such/route")
+    text = (await client.get("/metrics")).text
+    assert 'tensorlens_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+    assert 'tensorlens_http_requests_total{method="GET",route="unmatched",status="404"}' in text
+    for name in ("tensorlens_queue_depth", "tensorlens_in_flight", "tensorlens_workers_alive 2.0"):
+        assert name in text
+
+
+async def test_unknown_route_is_a_problem_document(client: httpx.AsyncClient) -> None:
+    response = await client.get("/no/such/route", headers={"X-Request-ID": "r1"})
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == 404 and body["type"] == "about:blank"
+    assert body["instance"] == "/no/such/route" and body["request_id"] == "r1"
+
+
+async def test_cors_is_off_by_default(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz", headers={"Origin": "http://page.example"})
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_cors_allows_configured_origins_only(make_client) -> None:
+    async with make_client(cors_allow_origins=["http://page.example"], image_workers=1) as c:
+        preflight = await c.options(
+            "/v1/images/ops",
+            headers={"Origin": "http://page.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "http://page.example"
+        assert "x-request-id" in preflight.headers
+        other = await c.get("/healthz", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+        exposed = await c.get("/healthz", headers={"Origin": "http://page.example"})
+        assert "X-Request-ID" in exposed.headers["access-control-expose-headers"]

@@ -1,0 +1,61 @@
+"""No Docker engine runs in CI, so the deployment files are checked by parsing them."""
+
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_dockerfile_builds_from_a_base_image_argument() -> None:
+    instructions = dockerfile_instructions()
+    assert instructions[0] == ("ARG", "BASE_IMAGE=python:3.11-slim-bookworm")
+    assert ("FROM", "${BASE_IMAGE}") in instructions
+    args = [value for kind, value in instructions if kind == "ARG"]
+    assert any(a.startswith("TORCH_INDEX_URL=") for a in args)
+
+
+def test_dockerfile_copies_only_what_exists_and_runs_the_service_unprivileged() -> None:
+    instructions = dockerfile_instructions()
+    for kind, value in instructions:
+        if kind == "COPY":
+            *sources, _dest = shlex.split(value)
+            for source in sources:
+                assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+    kinds = dict(instructions)
+    assert kinds["USER"] not in ("root", "0")
+    assert kinds["EXPOSE"] == "8000"
+    assert kinds["CMD"] == '["python", "-m", "service"]'
+    assert "/readyz" in kinds["HEALTHCHECK"]
+    install = " ".join(v for k, v in instructions if k == "RUN")
+    assert "torch==2.13.0" in install and "-c constraints.txt ." in install
+    env = " ".join(v for k, v in instructions if k == "ENV")
+    assert "TENSORLENS_DATA_DIR=/data" in env and "TENSORLENS_HOST=0.0.0.0" in env
+
+
+def test_compose_api_service() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    api = compose["services"]["api"]
+    assert api["build"]["context"] == "."
+    assert set(api["build"]["args"]) == {"BASE_IMAGE", "TORCH_INDEX_URL"}
+    assert api["ports"] == ["8000:8000"]
+    assert api["environment"]["TENSORLENS_DATA_DIR"] == "/data"
+    volume, mount = api["volumes"][0].split(":")
+    assert mount == "/data" and volume in compose["volumes"]
+    check = api["healthcheck"]
+    assert check["test"][0] == "CMD" and "/readyz" in check["test"][-1]
+    assert re.fullmatch(r"\d+s", check["interval"]) and check["retries"] >= 1
+    (device,) = api["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
