@@ -17,6 +17,7 @@ from workers import errors as e
 log = logging.getLogger("tensorlens")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+_RESERVED_MEMBERS = {"type", "title", "status", "detail", "instance", "request_id", "headers"}
 
 #: Domain error class -> (HTTP status, problem type slug). Looked up along the MRO.
 STATUS_TABLE: dict[type[e.TensorlensError], tuple[int, str]] = {
@@ -110,9 +111,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         headers = {"Retry-After": str(exc.context.get("retry_after_s", 1))}
     if status >= 500:
         log.warning("domain error %s: %s", type(exc).__name__, exc.detail)
-    return problem_response(
-        request, status, slug, exc.title, exc.detail, headers, **_json_safe(exc.context)
-    )
+    extra = {k: v for k, v in _json_safe(exc.context).items() if k not in _RESERVED_MEMBERS}
+    return problem_response(request, status, slug, exc.title, exc.detail, headers, **extra)
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -125,10 +125,12 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"parameter": _field_name(tuple(err["loc"])), "message": err["msg"], "type": err["type"]}
-        for err in exc.errors()
-    ]
+    errors = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc += (str(err.get("ctx", {}).get("discriminator", "")).strip("'"),)
+        errors.append({"parameter": _field_name(loc), "message": err["msg"], "type": err["type"]})
     first = errors[0] if errors else {"parameter": "request", "message": "invalid"}
     detail = f"invalid `{first['parameter']}`: {first['message']}"
     if len(errors) > 1:

@@ -12,9 +12,13 @@ from fastapi.routing import APIRoute
 
 from service.errors import install_error_handlers
 from service.observability import Metrics, RequestContextMiddleware
-from service.routes import health, images, samples, v2
+from service.routes import health, images, models, samples, trainings, v2
 from service.settings import Settings, get_settings
 from workers.pool import LocalPool
+from workers.training import JobStore, ModelStore, resolve_device
+from workers.training.lanes import DeviceLanes, plan_lanes
+from workers.training.manager import TrainingManager
+from workers.training.serving import ModelServer
 
 #: Room for multipart framing around an upload of exactly ``max_upload_bytes``.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -40,9 +44,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await pool.start()
         app.state.pool = pool
         metrics.watch_pool(pool.stats)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        job_store = JobStore(settings.data_dir / "jobs.sqlite3")
+        model_store = ModelStore(settings.data_dir / "models")
+        lanes = DeviceLanes(
+            plan_lanes(settings.devices, settings.lanes_per_device),
+            max_queued=settings.max_queued_trainings,
+            cpu_threads=settings.training_cpu_threads,
+        )
+        manager = TrainingManager(job_store, model_store, lanes)
+        await manager.start()
+        app.state.trainings = manager
+        app.state.model_server = ModelServer(
+            model_store,
+            device=resolve_device(settings.inference_device),
+            cache_size=settings.model_cache_size,
+            batching=settings.batching,
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_ms=settings.max_queue_delay_ms,
+        )
         try:
             yield
         finally:
+            await app.state.model_server.close()
+            await manager.stop()
+            job_store.close()
             await pool.stop()
 
     app = FastAPI(
@@ -56,7 +82,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
-    for router in (health.router, v2.router, samples.router, images.router):
+    routers = (
+        health.router,
+        v2.router,
+        samples.router,
+        images.router,
+        trainings.router,
+        models.router,
+    )
+    for router in routers:
         app.include_router(router)
     if settings.cors_allow_origins:
         app.add_middleware(

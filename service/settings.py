@@ -59,6 +59,39 @@ class Settings(BaseSettings):
         1, ge=0, le=9, description="zlib level for PNG responses (1: fast, 9: small)."
     )
 
+    # Training
+    devices: str = Field(
+        "auto",
+        description="Training lanes: `auto` (every CUDA device, else the CPU), `cpu`, `cuda`, "
+        "or a list such as `cuda:0,cuda:1`.",
+    )
+    lanes_per_device: int = Field(1, ge=1, le=64, description="Concurrent jobs per device.")
+    training_cpu_threads: int = Field(
+        1, ge=1, le=256, description="torch threads of a training process on the CPU."
+    )
+    max_queued_trainings: int = Field(
+        16, ge=1, le=10_000, description="Trainings waiting for a lane before 429."
+    )
+    max_epochs: int = Field(10_000, ge=1, le=100_000, description="Epochs per training.")
+    max_points: int = Field(100_000, ge=1, le=1_000_000, description="Dataset points per training.")
+    max_hidden_units: int = Field(1024, ge=1, le=4096, description="Units per hidden layer.")
+    max_layers: int = Field(8, ge=0, le=16, description="Hidden layers per network.")
+    max_ensemble: int = Field(32, ge=1, le=64, description="Networks per regression ensemble.")
+
+    # Inference
+    inference_device: str = Field(
+        "auto", description="Where loaded models live: `auto` (cuda:0 if any), `cpu`, `cuda:N`."
+    )
+    model_cache_size: int = Field(8, ge=1, le=1000, description="Models kept loaded (LRU).")
+    batching: bool = Field(True, description="Gather concurrent predictions into one pass.")
+    max_batch_size: int = Field(1024, ge=1, le=1_000_000, description="Rows per forward pass.")
+    max_queue_delay_ms: float = Field(
+        2.0, ge=0, le=1000, description="Longest a prediction waits for others to join its batch."
+    )
+    max_predict_rows: int = Field(
+        100_000, ge=1, le=10_000_000, description="Input rows per prediction request."
+    )
+
     _split_origins = field_validator("cors_allow_origins", mode="before")(_split_csv)
 
 

@@ -1,11 +1,20 @@
-"""KServe Open Inference Protocol v2: server health (model routes join with the model store)."""
+"""KServe Open Inference Protocol v2: server health, model metadata, readiness, inference."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
-from pydantic import BaseModel
+import asyncio
+import math
+from typing import Any
 
-from service.deps import PoolDep
+import numpy as np
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from service.deps import ModelServerDep, PoolDep, SettingsDep
+from service.errors import status_for
+from service.routes.models import ModelId
+from workers.errors import InvalidParameter, TensorlensError
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 
@@ -35,3 +44,170 @@ async def server_ready(pool: PoolDep, response: Response) -> ServerReady:
     if not pool.ready:
         response.status_code = 503
     return ServerReady(ready=pool.ready)
+
+
+# Models ----------------------------------------------------------------------
+#
+# The protocol has its own error body, `{"error": "..."}`; the status still comes from
+# the one table in service/errors.py.
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class InferTensor(BaseModel):
+    name: str
+    shape: list[int] = Field(description="Shape; `[rows, features]` for this server's models.")
+    datatype: str = Field(description="FP32 or FP64 (INT types are accepted and converted).")
+    data: list[Any] = Field(description="Row-major data, flat or nested.")
+    parameters: dict[str, Any] | None = None
+
+
+class RequestedOutput(BaseModel):
+    name: str
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    inputs: list[InferTensor] = Field(min_length=1, max_length=1)
+    outputs: list[RequestedOutput] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    outputs: list[InferTensor]
+
+
+class InferError(BaseModel):
+    error: str
+
+
+V2_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": InferError, "description": "Open Inference Protocol error body"}
+    for status in (400, 404, 409, 422)
+}
+
+_OUTPUTS = {
+    "spiral": [("classes", "INT64", 1), ("probabilities", "FP32", 2)],
+    "regression": [("mean", "FP32", 1), ("std", "FP32", 1)],
+}
+_NUMERIC = {"FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16"}
+
+
+def _oip_error(exc: TensorlensError) -> JSONResponse:
+    status, _ = status_for(exc)
+    return JSONResponse({"error": exc.detail}, status_code=status)
+
+
+@router.get(
+    "/models/{model_id}",
+    response_model=ModelMetadata,
+    status_code=200,
+    responses=V2_ERRORS,
+)
+async def model_metadata(model_id: ModelId, server: ModelServerDep) -> Any:
+    """OIP model metadata: input and output tensors."""
+    try:
+        info = await asyncio.to_thread(server.store.get, model_id)
+    except TensorlensError as exc:
+        return _oip_error(exc)
+    meta = info.metadata
+    task = meta.get("task", "spiral")
+    outputs = [
+        TensorMetadata(
+            name=name,
+            datatype=datatype,
+            shape=[-1] if rank == 1 else [-1, meta.get("out_features", -1)],
+        )
+        for name, datatype, rank in _OUTPUTS[task]
+        if name != "std" or meta.get("config", {}).get("model", {}).get("ensemble_size", 1) > 1
+    ]
+    return ModelMetadata(
+        name=model_id,
+        versions=["1"],
+        platform="pytorch_safetensors",
+        inputs=[
+            TensorMetadata(name="input", datatype="FP32", shape=[-1, meta.get("in_features", -1)])
+        ],
+        outputs=outputs,
+    )
+
+
+@router.get(
+    "/models/{model_id}/ready",
+    response_model=ModelReady,
+    status_code=200,
+    responses=V2_ERRORS,
+)
+async def model_ready(model_id: ModelId, server: ModelServerDep) -> Any:
+    """OIP model readiness: 200 when the model can be served."""
+    try:
+        await server.model(model_id)
+    except TensorlensError as exc:
+        return _oip_error(exc)
+    return ModelReady(name=model_id, ready=True)
+
+
+@router.post(
+    "/models/{model_id}/infer",
+    response_model=InferResponse,
+    response_model_exclude_none=True,
+    status_code=200,
+    responses=V2_ERRORS,
+)
+async def model_infer(
+    model_id: ModelId, body: InferRequest, server: ModelServerDep, settings: SettingsDep
+) -> Any:
+    """OIP inference with the protocol's tensor JSON; batched with concurrent requests."""
+    tensor = body.inputs[0]
+    try:
+        if tensor.datatype not in _NUMERIC:
+            raise InvalidParameter("datatype", f"{tensor.datatype} is not a numeric type")
+        try:
+            rows = np.asarray(tensor.data, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidParameter("data", "must be numbers") from None
+        if rows.size != math.prod(tensor.shape) or len(tensor.shape) not in (1, 2):
+            raise InvalidParameter(
+                "shape", f"{tensor.shape} does not match {rows.size} values (rows, features)"
+            )
+        rows = rows.reshape(tensor.shape)
+        if rows.shape[0] > settings.max_predict_rows:
+            raise InvalidParameter("shape", f"over {settings.max_predict_rows} rows")
+        _, prediction = await server.predict(model_id, rows)
+    except TensorlensError as exc:
+        return _oip_error(exc)
+    wanted = {o.name for o in body.outputs} if body.outputs else set(prediction)
+    unknown = wanted - set(prediction)
+    if unknown:
+        return JSONResponse({"error": f"unknown outputs: {sorted(unknown)}"}, status_code=400)
+    outputs = [
+        InferTensor(
+            name=name,
+            shape=list(values.shape),
+            datatype="INT64" if values.dtype.kind == "i" else "FP32",
+            data=values.ravel().tolist(),
+        )
+        for name, values in prediction.items()
+        if name in wanted
+    ]
+    return InferResponse(model_name=model_id, model_version="1", id=body.id, outputs=outputs)

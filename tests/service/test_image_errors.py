@@ -154,8 +154,8 @@ async def test_image_source_must_be_exactly_one(client: httpx.AsyncClient) -> No
     [
         ("not json", "steps"),
         (json.dumps({"op": "canny"}), "steps"),
-        (json.dumps([{"op": "sharpen"}]), "steps[0]"),
-        (json.dumps([{"sigma": 1}]), "steps[0]"),
+        (json.dumps([{"op": "sharpen"}]), "steps[0].op"),
+        (json.dumps([{"sigma": 1}]), "steps[0].op"),
         (json.dumps([{"op": "canny", "sigma": -2}]), "steps[0].canny.sigma"),
         (json.dumps([{"op": "canny", "sigmaa": 2}]), "steps[0].canny.sigmaa"),
     ],

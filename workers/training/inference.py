@@ -81,6 +81,13 @@ class LoadedModel:
         return cls.from_tensors(store.get(model_id).metadata, tensors, device)
 
     @property
+    def module(self) -> nn.Module:
+        """The network, on ``device``; refused once released."""
+        if self._module is None:
+            raise ModelUnavailable("the model was unloaded; retry the request")
+        return self._module
+
+    @property
     def task(self) -> str:
         return self.config.task
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,7 +19,21 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 from torch import nn
 
-__all__ = ["curves_png", "dataset_png", "decision_boundary_png", "regression_fit_png"]
+from workers.errors import InvalidParameter
+from workers.training.configs import SpiralConfig
+from workers.training.datasets import make_cubic, make_spiral
+
+if TYPE_CHECKING:
+    from workers.training.inference import LoadedModel
+
+__all__ = [
+    "MODEL_PLOTS",
+    "curves_png",
+    "dataset_png",
+    "decision_boundary_png",
+    "model_plot_png",
+    "regression_fit_png",
+]
 
 _BACKGROUND = "black"
 _FOREGROUND = "0.85"
@@ -169,3 +183,32 @@ def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", facecolor=figure.get_facecolor())
     return buffer.getvalue()
+
+
+MODEL_PLOTS = ("dataset", "decision-boundary", "curves", "fit")
+
+
+def model_plot_png(model: LoadedModel, kind: str) -> bytes:
+    """One of :data:`MODEL_PLOTS` for a loaded model, its data regenerated from its config.
+
+    Raises
+    ------
+    InvalidParameter
+        For ``kind`` when it does not apply to the model's task.
+    """
+    config = model.config
+    if kind == "curves":
+        return curves_png(model.metadata.get("history", []))
+    if isinstance(config, SpiralConfig):
+        X, Y = make_spiral(config.data)
+        if kind == "dataset":
+            return dataset_png(X, Y)
+        if kind == "decision-boundary":
+            return decision_boundary_png(model.module, X, Y)
+        raise InvalidParameter("kind", f"`{kind}` is for regression models; try decision-boundary")
+    if kind == "fit" or kind == "dataset":
+        X, y = make_cubic(config.data)
+        xs = np.linspace(config.data.eval_x_min, config.data.eval_x_max, 200, dtype=np.float32)
+        prediction = model.forward(xs.reshape(-1, 1))
+        return regression_fit_png(X, y, xs, prediction["mean"], prediction.get("std"))
+    raise InvalidParameter("kind", f"`{kind}` is for spiral models; try fit")

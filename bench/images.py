@@ -1,0 +1,408 @@
+"""Image ops: the direct scikit-image call against the same op through the live HTTP service.
+
+1. Latency, for Canny and equalize_hist on ``skimage.data.camera()`` (512x512 uint8):
+   the direct call in this process against one httpx client asking a live
+   ``python -m service`` (uvicorn, loopback) for the result as ``image/png``, with
+   the image given as ``?sample=camera`` and as an uploaded PNG. Two reference rows
+   help read the gap: the direct call plus the service's own PNG encoder, and the
+   JSON response (base64 PNG) whose ``timings_ms`` say how long the worker spent.
+   Target: Canny through the service costs at most 1.15x the direct call.
+2. Throughput: requests/second of Canny (sample, PNG) with 1 and with 8 concurrent
+   clients for a fixed time. Target: 8 clients get at least 1.7x the single
+   client's rate on 2 cores.
+
+The contenders alternate within every repetition, and the throughput phases
+alternate 1, 8, 1, 8, ..., so a shared machine getting busier or quieter affects
+all of them. The server runs with the default worker count (the CPU count) unless
+``--workers`` says otherwise, and is stopped at the end, also on error.
+
+    .venv/bin/python bench/images.py [--repeats 40] [--seconds 4] [--rounds 2] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import io
+import os
+import platform
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import skimage
+from PIL import Image
+from skimage import data, exposure, feature
+
+from workers.images.codec import encode_png
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STARTUP_TIMEOUT_S = 90.0
+SHUTDOWN_TIMEOUT_S = 15.0
+REQUEST_TIMEOUT_S = 30.0
+PNG_ACCEPT = {"Accept": "image/png"}
+SERVICE_PNG_COMPRESS_LEVEL = 1  # the service's default `png_compress_level`
+
+DIRECT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "canny": feature.canny,
+    "equalize_hist": exposure.equalize_hist,
+}
+
+
+# --------------------------------------------------------------------------- server
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(workers: int | None) -> Iterator[Server]:
+    """`python -m service` on a free loopback port with a throwaway data dir."""
+    with tempfile.TemporaryDirectory(prefix="tensorlens-bench-") as tmp:
+        port = _free_port()
+        settings = {
+            "TENSORLENS_HOST": "127.0.0.1",
+            "TENSORLENS_PORT": str(port),
+            "TENSORLENS_DATA_DIR": str(Path(tmp) / "data"),
+            # Warnings only: an info line per request would cost the server time we measure.
+            "TENSORLENS_LOG_LEVEL": "warning",
+        }
+        if workers is not None:
+            settings["TENSORLENS_IMAGE_WORKERS"] = str(workers)
+        log_path = Path(tmp) / "server.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "service"],
+                cwd=REPO_ROOT,
+                env={**os.environ, **settings},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        server = Server(f"http://127.0.0.1:{port}", process, log_path, settings)
+        try:
+            _wait_until_ready(server)
+            yield server
+        except BaseException:
+            print(f"--- server log ---\n{log_path.read_text(errors='replace')}", file=sys.stderr)
+            raise
+        finally:
+            _stop(process)
+
+
+def _wait_until_ready(server: Server) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.process.returncode} on startup")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"/readyz did not answer 200 within {STARTUP_TIMEOUT_S:g} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=SHUTDOWN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=SHUTDOWN_TIMEOUT_S)
+
+
+# --------------------------------------------------------------------------- latency
+
+
+@dataclass
+class Samples:
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.seconds) * 1000
+
+    def quantile_ms(self, q: float) -> float:
+        return float(np.quantile(self.seconds, q)) * 1000
+
+
+def _as_png_samples(image: np.ndarray) -> np.ndarray:
+    """What the service's PNG holds for `image` (bool: 0/255, float in [0, 1]: x 255)."""
+    if image.dtype == bool:
+        return image.astype(np.uint8) * 255
+    return np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def measure_latency(
+    client: httpx.Client, camera: np.ndarray, repeats: int, budget_s: float
+) -> tuple[dict[str, dict[str, Samples]], dict[str, dict[str, list[float]]]]:
+    """Median-ready samples per op and variant, plus the worker's own timings per op."""
+    upload = {"image": ("camera.png", _png_bytes(camera), "image/png")}
+
+    def variants(op: str) -> dict[str, Callable[[], object]]:
+        direct = DIRECT[op]
+
+        def http_png(**kwargs: object) -> bytes:
+            response = client.post(f"/v1/images/{op}", headers=PNG_ACCEPT, **kwargs)
+            response.raise_for_status()
+            return response.content
+
+        return {
+            "direct skimage": lambda: direct(camera),
+            "direct + PNG encode": lambda: encode_png(
+                direct(camera), compress_level=SERVICE_PNG_COMPRESS_LEVEL
+            ),
+            "HTTP sample -> PNG": lambda: http_png(params={"sample": "camera"}),
+            "HTTP upload -> PNG": lambda: http_png(files=upload),
+            "HTTP sample -> JSON": lambda: client.post(
+                f"/v1/images/{op}", params={"sample": "camera"}
+            ),
+        }
+
+    # Warm up every path (each worker loads the sample once) and check the answers,
+    # so a fast wrong result cannot pass for a fast right one.
+    for op, direct in DIRECT.items():
+        expected = _as_png_samples(direct(camera))
+        for _ in range(4):
+            for name, run in variants(op).items():
+                result = run()
+                if name.endswith("-> PNG"):
+                    got = np.asarray(Image.open(io.BytesIO(result)))  # type: ignore[arg-type]
+                    if np.abs(got.astype(int) - expected).max() > 1:
+                        raise AssertionError(f"{op}: {name} differs from the direct call")
+
+    samples = {op: {name: Samples() for name in variants(op)} for op in DIRECT}
+    worker_ms: dict[str, dict[str, list[float]]] = {op: {} for op in DIRECT}
+    deadline = time.monotonic() + budget_s
+    for _ in range(repeats):
+        for op in DIRECT:
+            for name, run in variants(op).items():
+                started = time.perf_counter()
+                result = run()
+                samples[op][name].seconds.append(time.perf_counter() - started)
+                if isinstance(result, httpx.Response):
+                    result.raise_for_status()
+                    for part, ms in result.json()["timings_ms"].items():
+                        worker_ms[op].setdefault(part, []).append(ms)
+        if time.monotonic() > deadline:
+            print(f"(latency: stopped at the {budget_s:g} s budget)")
+            break
+    return samples, worker_ms
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+@dataclass
+class Phase:
+    clients: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_s: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+async def _phase(base_url: str, op: str, clients: int, seconds: float) -> Phase:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    latencies: list[float] = []
+    errors = 0
+    max_requests_per_client = 100_000  # a bound even if the clock misbehaves
+
+    async with httpx.AsyncClient(
+        base_url=base_url, limits=limits, timeout=REQUEST_TIMEOUT_S
+    ) as client:
+        # Open every connection before the clock starts.
+        await asyncio.gather(*(client.get("/healthz") for _ in range(clients)))
+        deadline = time.perf_counter() + seconds
+
+        async def one_client() -> None:
+            nonlocal errors
+            for _ in range(max_requests_per_client):
+                if time.perf_counter() >= deadline:
+                    return
+                started = time.perf_counter()
+                response = await client.post(
+                    f"/v1/images/{op}", params={"sample": "camera"}, headers=PNG_ACCEPT
+                )
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    # Requests still in flight at the deadline finish and count; so does their time.
+    return Phase(clients, len(latencies), errors, elapsed, latencies)
+
+
+def measure_throughput(
+    base_url: str, op: str, concurrency: tuple[int, ...], seconds: float, rounds: int
+) -> dict[int, list[Phase]]:
+    asyncio.run(_phase(base_url, op, max(concurrency), min(seconds, 1.0)))  # warm-up
+    phases: dict[int, list[Phase]] = {c: [] for c in concurrency}
+    for _ in range(rounds):
+        for clients in concurrency:
+            phases[clients].append(asyncio.run(_phase(base_url, op, clients, seconds)))
+    return phases
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _pooled(phases: list[Phase]) -> tuple[float, int, int, list[float]]:
+    requests = sum(p.requests for p in phases)
+    seconds = sum(p.seconds for p in phases)
+    latencies = [s for p in phases for s in p.latencies_s]
+    return requests / seconds, requests, sum(p.errors for p in phases), latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=40, help="latency runs per variant")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of a throughput phase")
+    parser.add_argument("--rounds", type=int, default=2, help="throughput phases per concurrency")
+    parser.add_argument("--clients", type=int, default=8, help="the concurrent client count")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="TENSORLENS_IMAGE_WORKERS (default: CPU count)"
+    )
+    parser.add_argument(
+        "--latency-budget-s", type=float, default=60.0, help="stop latency runs after this long"
+    )
+    args = parser.parse_args()
+
+    camera = data.camera()
+    command = shlex.join([Path(sys.executable).name, *sys.argv])
+    print(f"command:  {command}")
+    print(
+        f"machine:  {platform.platform()}, {platform.machine()}, os.cpu_count()={os.cpu_count()}, "
+        f"Python {platform.python_version()}, scikit-image {skimage.__version__}, "
+        f"numpy {np.__version__}, httpx {httpx.__version__}"
+    )
+    print(
+        f"baseline: skimage.feature.canny(camera) and skimage.exposure.equalize_hist(camera) "
+        f"in this process; camera = skimage.data.camera(), {camera.shape[1]}x{camera.shape[0]} "
+        f"{camera.dtype}"
+    )
+    fast_parts = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m)]
+    with live_server(args.workers) as server:
+        shown = " ".join(f"{k}={v}" for k, v in server.env.items() if "DATA_DIR" not in k)
+        print(
+            f"server:   python -m service ({shown}; uvicorn loop/http 'auto', installed: "
+            f"{', '.join(fast_parts) or 'neither uvloop nor httptools'})"
+        )
+        started = time.monotonic()
+        with httpx.Client(base_url=server.base_url, timeout=REQUEST_TIMEOUT_S) as client:
+            workers = client.get("/readyz").json()["workers"]
+            print(f"          {workers} image workers; client and server share this machine")
+            latency, worker_ms = measure_latency(
+                client, camera, args.repeats, args.latency_budget_s
+            )
+        concurrency = (1, args.clients)
+        throughput = measure_throughput(
+            server.base_url, "canny", concurrency, args.seconds, args.rounds
+        )
+        elapsed = time.monotonic() - started
+
+    print()
+    print(
+        f"latency, one client, {len(latency['canny']['direct skimage'].seconds)} alternating runs"
+    )
+    header = f"{'op':<15}{'variant':<22}{'median ms':>10}{'p25':>8}{'p75':>8}{'x direct':>10}"
+    print(header)
+    print("-" * len(header))
+    for op, rows in latency.items():
+        direct_ms = rows["direct skimage"].median_ms
+        for name, samples in rows.items():
+            print(
+                f"{op:<15}{name:<22}{samples.median_ms:>10.2f}{samples.quantile_ms(0.25):>8.2f}"
+                f"{samples.quantile_ms(0.75):>8.2f}{samples.median_ms / direct_ms:>9.2f}x"
+            )
+    print()
+    print("inside the worker (median ms, from the JSON responses' timings_ms)")
+    print(f"{'op':<15}{'load':>8}{'op':>8}{'encode':>8}{'total':>8}{'HTTP+IPC (PNG)':>16}")
+    for op, parts in worker_ms.items():
+        med = {part: statistics.median(values) for part, values in parts.items()}
+        rest = latency[op]["HTTP sample -> PNG"].median_ms - med["total"]
+        print(
+            f"{op:<15}{med['decode']:>8.2f}{med['ops']:>8.2f}{med['encode']:>8.2f}"
+            f"{med['total']:>8.2f}{rest:>16.2f}"
+        )
+
+    print()
+    print(
+        f"throughput, canny sample -> PNG, {args.rounds} x {args.seconds:g} s per client count "
+        f"(alternating)"
+    )
+    print(f"{'clients':>7}{'req/s':>9}{'requests':>10}{'errors':>8}{'p50 ms':>9}{'p95 ms':>9}")
+    rates = {}
+    for clients, phases in throughput.items():
+        rate, requests, errors, latencies = _pooled(phases)
+        rates[clients] = rate
+        p50, p95 = (float(np.quantile(latencies, q)) * 1000 for q in (0.5, 0.95))
+        per_round = ", ".join(f"{p.rate:.1f}" for p in phases)
+        print(
+            f"{clients:>7}{rate:>9.1f}{requests:>10}{errors:>8}{p50:>9.1f}{p95:>9.1f}"
+            f"   rounds: {per_round}"
+        )
+
+    print()
+    overhead = (
+        latency["canny"]["HTTP sample -> PNG"].median_ms
+        / latency["canny"]["direct skimage"].median_ms
+    )
+    upload = (
+        latency["canny"]["HTTP upload -> PNG"].median_ms
+        / latency["canny"]["direct skimage"].median_ms
+    )
+    verdict = "ok" if overhead <= 1.15 else "OVER the 1.15x budget"
+    print(
+        f"canny 512x512, service / direct: {overhead:.2f}x sample, {upload:.2f}x upload "
+        f"(goal <= 1.15x: {verdict})"
+    )
+    scaling = rates[args.clients] / rates[1]
+    verdict = "ok" if scaling >= 1.7 else "UNDER the 1.7x goal"
+    print(
+        f"throughput, {args.clients} clients / 1 client: {scaling:.2f}x "
+        f"on {os.cpu_count()} CPUs, {workers} workers (goal >= 1.7x on 2 cores: {verdict})"
+    )
+    print(f"(measured in {elapsed:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Trained models: list, inspect, delete, plot and predict."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Response
+
+from service.deps import ModelServerDep, SettingsDep
+from service.errors import problem_responses
+from service.routes._imaging import PNG
+from service.schemas.trainings import ModelPublic, ModelsPage, PredictionPublic, PredictRequest
+from service.settings import Settings
+from workers.errors import InvalidParameter
+from workers.training.checkpoints import validate_model_id
+from workers.training.plots import model_plot_png
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+ModelId = Annotated[
+    str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", description="The model id (its job's id).")
+]
+PlotKind = Literal["dataset", "decision-boundary", "curves", "fit"]
+
+
+def check_rows(inputs: list[Any], settings: Settings) -> None:
+    if len(inputs) > settings.max_predict_rows:
+        raise InvalidParameter(
+            "inputs", f"{len(inputs)} rows is over the limit of {settings.max_predict_rows}"
+        )
+
+
+@router.get("", response_model=ModelsPage, status_code=200, responses=problem_responses(422))
+async def list_models(
+    server: ModelServerDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ModelsPage:
+    """Stored models, newest first; a damaged one is listed with `valid: false`."""
+    infos = await asyncio.to_thread(server.store.list)
+    return ModelsPage(
+        items=[ModelPublic.of(info) for info in infos[offset : offset + limit]],
+        total=len(infos),
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get(
+    "/{model_id}", response_model=ModelPublic, status_code=200, responses=problem_responses(404)
+)
+async def get_model(model_id: ModelId, server: ModelServerDep) -> ModelPublic:
+    """Metadata: config, dataset, metrics per report, architecture, checksum state."""
+    return ModelPublic.of(await asyncio.to_thread(server.store.get, validate_model_id(model_id)))
+
+
+@router.delete("/{model_id}", status_code=204, responses=problem_responses(404))
+async def delete_model(model_id: ModelId, server: ModelServerDep) -> Response:
+    """Unload the model and remove its files."""
+    await server.unload(model_id)
+    await asyncio.to_thread(server.store.delete, model_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{model_id}/plots/{kind}",
+    response_class=Response,
+    status_code=200,
+    responses={
+        200: {"content": {PNG: {"schema": {"type": "string", "format": "binary"}}}},
+        **problem_responses(404, 409, 422),
+    },
+)
+async def plot_model(model_id: ModelId, kind: PlotKind, server: ModelServerDep) -> Response:
+    """`dataset` (the notes' scatter), `decision-boundary` (plot_model), `curves` (loss and
+    accuracy per report), `fit` (regression: data, mean and the ensemble's spread band)."""
+    model = await server.model(model_id)
+    return Response(await asyncio.to_thread(model_plot_png, model, kind), media_type=PNG)
+
+
+@router.post(
+    "/{model_id}/predict",
+    response_model=PredictionPublic,
+    response_model_exclude_none=True,
+    status_code=200,
+    responses=problem_responses(404, 409, 422),
+)
+async def predict(
+    model_id: ModelId, body: PredictRequest, server: ModelServerDep, settings: SettingsDep
+) -> PredictionPublic:
+    """Classes and probabilities (spiral), or mean and ensemble std (regression)."""
+    check_rows(body.inputs, settings)
+    model, prediction = await server.predict(model_id, body.inputs)
+    return PredictionPublic(
+        model_id=model_id,
+        task=model.task,
+        **{name: values.tolist() for name, values in prediction.items()},
+    )

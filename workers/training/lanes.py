@@ -1,0 +1,232 @@
+"""Device lanes: where training jobs run, one job per lane at a time.
+
+A lane is a device name (``cpu``, ``cuda:0``, ...). Each job runs in a fresh spawned
+process on its lane, so a crash, a leak or CUDA memory never outlives the job, and
+on the CPU the process runs at a lower priority so interactive requests (image ops,
+predictions) keep answering while models train. The process streams its progress
+back over a pipe; the parent writes it to the job store and wakes the listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from workers.errors import InvalidInput, InvalidParameter, QueueFull, TensorlensError
+
+#: How long a cancelled job may take to reach its next report before it is killed.
+CANCEL_GRACE_S = 30.0
+
+
+def plan_lanes(devices: str, lanes_per_device: int, cuda_count: int | None = None) -> list[str]:
+    """The lanes for a ``devices`` setting: ``auto``, ``cpu``, ``cuda`` or ``cuda:0,cuda:1``.
+
+    ``auto`` and ``cuda`` mean every visible CUDA device; ``auto`` falls back to the CPU
+    when there is none.
+    """
+    if cuda_count is None:
+        import torch
+
+        cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    names = [d.strip() for d in devices.split(",") if d.strip()]
+    if names in (["auto"], ["cuda"]):
+        if cuda_count == 0:
+            if names == ["cuda"]:
+                raise InvalidParameter("devices", "CUDA was asked for but none is visible")
+            names = ["cpu"]
+        else:
+            names = [f"cuda:{i}" for i in range(cuda_count)]
+    for name in names:
+        if name != "cpu" and not (
+            name.startswith("cuda:") and name[5:].isdigit() and int(name[5:]) < cuda_count
+        ):
+            raise InvalidParameter("devices", f"no such device {name!r}")
+    return [name for name in names for _ in range(lanes_per_device)]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended: ``succeeded`` with weights and metadata, ``failed`` or ``cancelled``."""
+
+    status: str
+    reason: str | None = None
+    weights: bytes | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def _train_main(conn: Connection, config: dict[str, Any], device: str, cpu_threads: int) -> None:
+    if device == "cpu":
+        # Yield the CPU to interactive work: a training never starves image ops.
+        with contextlib.suppress(OSError):
+            os.nice(10)
+    import safetensors.torch
+    import torch
+
+    from workers.training.configs import validate_training
+    from workers.training.trainer import (
+        TrainingCancelled,
+        TrainingDiverged,
+        build_metadata,
+        train,
+    )
+
+    torch.set_num_threads(cpu_threads)
+    cancelled = False
+
+    def should_stop() -> bool:
+        nonlocal cancelled
+        while not cancelled and conn.poll():
+            cancelled = conn.recv() == "cancel"
+        return cancelled
+
+    try:
+        parsed = validate_training(config)
+        result = train(
+            parsed,
+            report=lambda p: conn.send(("progress", asdict(p))),
+            should_stop=should_stop,
+            device=device,
+        )
+        weights = safetensors.torch.save(result.tensors)
+        conn.send(
+            ("done", Outcome("succeeded", weights=weights, metadata=build_metadata(parsed, result)))
+        )
+    except TrainingCancelled:
+        conn.send(("done", Outcome("cancelled", reason="cancelled by request")))
+    except TrainingDiverged as exc:
+        conn.send(("done", Outcome("failed", reason=exc.detail)))
+    except TensorlensError as exc:
+        conn.send(("done", Outcome("failed", reason=exc.detail)))
+    except Exception as exc:  # a bug or a device error: the job fails with the reason
+        conn.send(("done", Outcome("failed", reason=f"{type(exc).__name__}: {exc}")))
+
+
+ProgressCallback = Callable[[str, dict[str, Any]], None]
+
+
+class DeviceLanes:
+    """Runs training jobs on device lanes behind a bounded queue."""
+
+    def __init__(self, lanes: list[str], *, max_queued: int, cpu_threads: int = 1) -> None:
+        if not lanes:
+            raise InvalidInput("no training lanes configured")
+        self.lanes = lanes
+        self.max_queued = max_queued
+        self.cpu_threads = cpu_threads
+        self._ctx = multiprocessing.get_context("spawn")
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any], asyncio.Future[Outcome]]] | None = (
+            None
+        )
+        self._runners: list[asyncio.Task[None]] = []
+        self._running: dict[str, tuple[BaseProcess, Connection]] = {}
+        self._io = ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="lane-io")
+        self.on_start: Callable[[str, str], None] = lambda job_id, device: None
+        self.on_progress: ProgressCallback = lambda job_id, progress: None
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue(maxsize=self.max_queued)
+        self._runners = [
+            asyncio.create_task(self._run_lane(device), name=f"lane-{i}-{device}")
+            for i, device in enumerate(self.lanes)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._runners:
+            task.cancel()
+        for task in self._runners:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for process, conn in list(self._running.values()):
+            process.kill()
+            process.join(timeout=5)
+            conn.close()
+        self._running.clear()
+        self._io.shutdown(wait=False, cancel_futures=True)
+
+    def queued(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    def running(self) -> list[str]:
+        return list(self._running)
+
+    def submit(self, job_id: str, config: dict[str, Any]) -> asyncio.Future[Outcome]:
+        """Queue a job; the future resolves with its :class:`Outcome`.
+
+        Raises
+        ------
+        QueueFull
+            When ``max_queued`` jobs are already waiting.
+        """
+        assert self._queue is not None, "lanes not started"
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((job_id, config, future))
+        except asyncio.QueueFull:
+            raise QueueFull(
+                f"{self.max_queued} trainings are already waiting; retry later",
+                retry_after_s=10,
+            ) from None
+        return future
+
+    def has_room(self) -> bool:
+        return self._queue is not None and not self._queue.full()
+
+    def cancel(self, job_id: str) -> None:
+        """Ask a running job to stop at its next report; killed after a grace period."""
+        entry = self._running.get(job_id)
+        if entry is None:
+            return
+        process, conn = entry
+        with contextlib.suppress(OSError):
+            conn.send("cancel")
+        loop = asyncio.get_running_loop()
+        loop.call_later(CANCEL_GRACE_S, lambda: process.is_alive() and process.kill())
+
+    async def _run_lane(self, device: str) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            job_id, config, future = await self._queue.get()
+            if future.done():  # cancelled while queued
+                continue
+            parent, child = self._ctx.Pipe(duplex=True)
+            process = self._ctx.Process(
+                target=_train_main,
+                args=(child, config, device, self.cpu_threads),
+                daemon=True,
+                name=f"tensorlens-train-{job_id[:8]}",
+            )
+            process.start()
+            child.close()
+            self._running[job_id] = (process, parent)
+            self.on_start(job_id, device)
+            outcome: Outcome | None = None
+            try:
+                while outcome is None:
+                    try:
+                        kind, payload = await loop.run_in_executor(self._io, parent.recv)
+                    except (EOFError, OSError):
+                        await loop.run_in_executor(self._io, process.join, 5)
+                        outcome = Outcome(
+                            "failed",
+                            reason=f"the training process died (exit code {process.exitcode})",
+                        )
+                        break
+                    if kind == "progress":
+                        self.on_progress(job_id, payload)
+                    else:
+                        outcome = payload
+            finally:
+                self._running.pop(job_id, None)
+                parent.close()
+            await loop.run_in_executor(self._io, process.join, 10)
+            if not future.done():
+                future.set_result(outcome)
