@@ -77,7 +77,8 @@ async def test_the_notes_linear_run_is_reproduced_to_the_printed_digit(
     assert done["status"] == "succeeded", done["reason"]
     last = done["progress"]
     assert last["epoch"] == 999
-    line = "[EPOCH]: %i, [LOSS]: %.6f, [ACCURACY]: %.3f" % (
+    # Formatted exactly as the notes print it.
+    line = "[EPOCH]: %i, [LOSS]: %.6f, [ACCURACY]: %.3f" % (  # noqa: UP031
         last["epoch"],
         last["loss"],
         last["accuracy"],

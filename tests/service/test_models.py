@@ -1,0 +1,262 @@
+"""Stored models over HTTP: metadata, plots, predictions, OIP v2 inference, batching, cache."""
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose
+from PIL import Image
+
+from tests.service.test_trainings import SMALL, submit, wait_finished
+from workers.training import LoadedModel, ModelStore
+
+pytestmark = pytest.mark.anyio
+
+ENSEMBLE = {
+    "task": "regression",
+    "model": {"hidden": [32], "activation": "tanh", "ensemble_size": 3},
+    "optimizer": {"name": "adam", "lr": 1e-2},
+    "epochs": 300,
+    "report_every": 50,
+}
+
+
+class Served:
+    def __init__(self, client: httpx.AsyncClient, data_dir: Path, spiral: str, ensemble: str):
+        self.client, self.data_dir, self.spiral, self.ensemble = client, data_dir, spiral, ensemble
+
+
+@pytest.fixture(scope="module")
+async def served(make_client, tmp_path_factory) -> AsyncIterator[Served]:
+    data_dir = tmp_path_factory.mktemp("served")
+    async with make_client(image_workers=1, data_dir=data_dir, model_cache_size=2) as c:
+        jobs = [await submit(c, config) for config in (SMALL, ENSEMBLE)]
+        for job in jobs:
+            assert (await wait_finished(c, job["id"]))["status"] == "succeeded"
+        yield Served(c, data_dir, jobs[0]["id"], jobs[1]["id"])
+
+
+def reference(served: Served, model_id: str) -> LoadedModel:
+    return LoadedModel.from_store(ModelStore(served.data_dir / "models"), model_id)
+
+
+async def test_models_are_listed_and_described(served: Served) -> None:
+    listing = (await served.client.get("/v1/models")).json()
+    ids = [m["id"] for m in listing["items"]]
+    assert ids[:2] == [served.ensemble, served.spiral]  # newest first
+    model = (await served.client.get(f"/v1/models/{served.ensemble}")).json()
+    assert model["valid"] and model["task"] == "regression"
+    assert model["metadata"]["config"]["model"]["ensemble_size"] == 3
+    assert model["links"]["infer"] == f"/v2/models/{served.ensemble}/infer"
+
+
+async def test_classifier_predictions_equal_the_model_run_directly(served: Served) -> None:
+    inputs = [[0.1, 0.2], [-0.5, 0.3], [0.0, -0.9]]
+    response = await served.client.post(
+        f"/v1/models/{served.spiral}/predict", json={"inputs": inputs}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    with torch.inference_mode():
+        logits = reference(served, served.spiral).module(torch.tensor(inputs))
+    assert body["classes"] == logits.argmax(dim=1).tolist()
+    assert_allclose(body["probabilities"], torch.softmax(logits, dim=1).numpy(), rtol=1e-6)
+    assert "mean" not in body
+
+
+async def test_ensemble_predictions_give_mean_and_spread(served: Served) -> None:
+    xs = np.linspace(-2, 2, 9).tolist()
+    body = (
+        await served.client.post(f"/v1/models/{served.ensemble}/predict", json={"inputs": xs})
+    ).json()
+    with torch.inference_mode():
+        members = reference(served, served.ensemble).module(torch.tensor(xs).reshape(-1, 1))
+    assert_allclose(body["mean"], members.squeeze(-1).mean(dim=0).numpy(), rtol=1e-5)
+    assert_allclose(body["std"], members.squeeze(-1).std(dim=0).numpy(), rtol=1e-5, atol=1e-7)
+    # Away from the data ([-1, 1]) the members disagree more.
+    assert body["std"][0] > body["std"][4] and body["std"][-1] > body["std"][4]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "mentions"),
+    [
+        ([[1.0, 2.0, 3.0]], "shape"),
+        ([[1.0]], "shape"),
+        ([], "shape"),
+        ([[1.0, 1e39]], "float32"),
+    ],
+)
+async def test_bad_inputs_are_422_naming_inputs(served: Served, inputs, mentions: str) -> None:
+    response = await served.client.post(
+        f"/v1/models/{served.spiral}/predict", json={"inputs": inputs}
+    )
+    assert response.status_code == 422
+    assert response.json()["parameter"] == "inputs" and mentions in response.json()["detail"]
+
+
+async def test_non_finite_inputs_are_422(served: Served) -> None:
+    response = await served.client.post(
+        f"/v1/models/{served.spiral}/predict",
+        content=b'{"inputs": [[NaN, 1.0]]}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert "inputs" in response.json()["parameter"]
+
+
+async def test_unknown_and_hostile_model_ids(served: Served) -> None:
+    client = served.client
+    assert (
+        await client.post("/v1/models/nope/predict", json={"inputs": [[0, 0]]})
+    ).status_code == 404
+    assert (await client.get("/v1/models/nope")).status_code == 404
+    for hostile in ("..%2F..%2Fetc", "%2E%2E", "A" * 70, "a" * 65):
+        response = await client.get(f"/v1/models/{hostile}")
+        assert response.status_code in (404, 422), hostile
+    assert not (served.data_dir.parent / "etc").exists()
+
+
+async def test_plots(served: Served) -> None:
+    for model_id, kind in [
+        (served.spiral, "dataset"),
+        (served.spiral, "decision-boundary"),
+        (served.spiral, "curves"),
+        (served.ensemble, "fit"),
+        (served.ensemble, "curves"),
+    ]:
+        response = await served.client.get(f"/v1/models/{model_id}/plots/{kind}")
+        assert response.status_code == 200, (kind, response.text)
+        image = Image.open(io.BytesIO(response.content))
+        assert image.format == "PNG" and np.asarray(image.convert("L")).std() > 5
+    wrong = await served.client.get(f"/v1/models/{served.spiral}/plots/fit")
+    assert wrong.status_code == 422 and wrong.json()["parameter"] == "kind"
+    unknown = await served.client.get(f"/v1/models/{served.spiral}/plots/pie")
+    assert unknown.status_code == 422
+
+
+async def test_open_inference_protocol(served: Served) -> None:
+    client = served.client
+    meta = (await client.get(f"/v2/models/{served.spiral}")).json()
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 2]}]
+    assert [o["name"] for o in meta["outputs"]] == ["classes", "probabilities"]
+    ready = await client.get(f"/v2/models/{served.spiral}/ready")
+    assert ready.status_code == 200 and ready.json() == {"name": served.spiral, "ready": True}
+    request = {
+        "id": "req-1",
+        "inputs": [
+            {"name": "input", "shape": [2, 2], "datatype": "FP32", "data": [0.1, 0.2, -0.5, 0.3]}
+        ],
+        "outputs": [{"name": "probabilities"}],
+    }
+    infer = (await client.post(f"/v2/models/{served.spiral}/infer", json=request)).json()
+    direct = (
+        await client.post(
+            f"/v1/models/{served.spiral}/predict", json={"inputs": [[0.1, 0.2], [-0.5, 0.3]]}
+        )
+    ).json()
+    assert infer["id"] == "req-1" and infer["model_name"] == served.spiral
+    (output,) = infer["outputs"]
+    assert output["name"] == "probabilities" and output["shape"] == [2, 3]
+    assert_allclose(np.reshape(output["data"], (2, 3)), direct["probabilities"], rtol=1e-6)
+
+    ensemble = (
+        await client.post(
+            f"/v2/models/{served.ensemble}/infer",
+            json={
+                "inputs": [
+                    {"name": "x", "shape": [3, 1], "datatype": "FP64", "data": [[0], [1], [2]]}
+                ]
+            },
+        )
+    ).json()
+    assert {o["name"] for o in ensemble["outputs"]} == {"mean", "std"}
+
+
+@pytest.mark.parametrize(
+    ("model", "tensor", "status"),
+    [
+        ("spiral", {"name": "x", "shape": [3, 2], "datatype": "FP32", "data": [1, 2]}, 422),
+        ("spiral", {"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}, 422),
+        ("spiral", {"name": "x", "shape": [1, 2], "datatype": "BYTES", "data": ["a", "b"]}, 422),
+        ("nope", {"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}, 404),
+    ],
+)
+async def test_open_inference_protocol_errors_use_its_error_body(
+    served: Served, model: str, tensor: dict, status: int
+) -> None:
+    model_id = served.spiral if model == "spiral" else model
+    response = await served.client.post(f"/v2/models/{model_id}/infer", json={"inputs": [tensor]})
+    assert response.status_code == status
+    assert set(response.json()) == {"error"} and response.json()["error"]
+    missing = await served.client.get("/v2/models/nope/ready")
+    assert missing.status_code == 404 and "error" in missing.json()
+
+
+async def test_concurrent_predictions_share_forward_passes(served: Served) -> None:
+    server = served.client.app.state.model_server  # type: ignore[attr-defined]
+    await served.client.post(f"/v1/models/{served.spiral}/predict", json={"inputs": [[0, 0]]})
+    batcher = server._batchers[served.spiral][1]
+    calls, requests = batcher.forward_calls, batcher.requests
+    rng = np.random.default_rng(0)
+    payloads = [rng.uniform(-1, 1, (3, 2)).tolist() for _ in range(64)]
+    responses = await asyncio.gather(
+        *(
+            served.client.post(f"/v1/models/{served.spiral}/predict", json={"inputs": p})
+            for p in payloads
+        )
+    )
+    assert all(r.status_code == 200 for r in responses)
+    assert batcher.requests - requests == 64
+    assert batcher.forward_calls - calls < 32  # gathered, not one pass per request
+    alone = [
+        (await served.client.post(f"/v1/models/{served.spiral}/predict", json={"inputs": p})).json()
+        for p in payloads[:4]
+    ]
+    for together, single in zip(responses[:4], alone, strict=True):
+        assert_allclose(together.json()["probabilities"], single["probabilities"], rtol=1e-6)
+
+
+async def test_loaded_models_are_evicted_least_recently_used(served: Served) -> None:
+    client = served.client
+    server = client.app.state.model_server  # type: ignore[attr-defined]
+    third = await submit(client, {**SMALL, "data": {"seed": 99}})
+    await wait_finished(client, third["id"])
+    for model_id in (served.spiral, served.ensemble, third["id"]):
+        inputs = [[0.0]] if model_id == served.ensemble else [[0.0, 0.0]]
+        response = await client.post(f"/v1/models/{model_id}/predict", json={"inputs": inputs})
+        assert response.status_code == 200
+    assert server.cache.ids() == [served.ensemble, third["id"]]  # capacity 2, spiral evicted
+
+
+async def test_a_damaged_model_is_reported_not_served(served: Served) -> None:
+    client = served.client
+    job = await submit(client, {**SMALL, "data": {"seed": 5}})
+    await wait_finished(client, job["id"])
+    weights = served.data_dir / "models" / job["id"] / "weights.safetensors"
+    assert weights.exists()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    model = (await client.get(f"/v1/models/{job['id']}")).json()
+    assert model["valid"] is False and "checksum" in model["reason"]
+    response = await client.post(f"/v1/models/{job['id']}/predict", json={"inputs": [[0, 0]]})
+    assert response.status_code == 409 and response.json()["type"] == "/problems/model-unavailable"
+    assert (await client.get(f"/v2/models/{job['id']}/ready")).status_code == 409
+
+
+async def test_deleting_a_model_unloads_it_and_removes_its_files(served: Served) -> None:
+    client = served.client
+    job = await submit(client, {**SMALL, "data": {"seed": 6}})
+    await wait_finished(client, job["id"])
+    await client.post(f"/v1/models/{job['id']}/predict", json={"inputs": [[0, 0]]})
+    assert (await client.delete(f"/v1/models/{job['id']}")).status_code == 204
+    assert not (served.data_dir / "models" / job["id"]).exists()
+    assert (await client.get(f"/v1/models/{job['id']}")).status_code == 404
+    gone = await client.post(f"/v1/models/{job['id']}/predict", json={"inputs": [[0, 0]]})
+    assert gone.status_code == 404
+    assert (await client.delete(f"/v1/models/{job['id']}")).status_code == 404
