@@ -14,6 +14,8 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage import color, data, exposure, feature, filters, util
 
+from workers.images import OPS
+
 pytestmark = pytest.mark.anyio
 
 PNG_HEADERS = {"Accept": "image/png"}
@@ -274,3 +276,28 @@ async def test_op_durations_reach_the_metrics(client: httpx.AsyncClient) -> None
         'tensorlens_http_requests_total{method="POST",route="/v1/images/equalize_hist",'
         'status="200"}' in text
     )
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+COLOR_JPEG, GRAY_JPEG = jpeg(data.chelsea()), jpeg(data.camera())
+COLOR_ONLY = {"channel", "rgb2bgr", "recolor", "rgb2gray"}
+REQUIRED = {"pixel": {"row": 3, "col": 4}}
+
+
+@pytest.mark.parametrize("op", list(OPS))
+async def test_every_op_works_on_an_uploaded_jpeg(client: httpx.AsyncClient, op: str) -> None:
+    upload = COLOR_JPEG if op in COLOR_ONLY else GRAY_JPEG
+    response = await client.post(
+        f"/v1/images/{op}",
+        params=REQUIRED.get(op, {}),
+        files={"image": ("photo.jpg", upload, "image/jpeg")},
+        headers=PNG_HEADERS,
+    )
+    assert response.status_code == 200, response.text
+    expected = (300, 451) if op in COLOR_ONLY else (512, 512)
+    assert decode(response.content).shape[:2] == expected

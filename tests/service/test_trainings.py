@@ -258,3 +258,18 @@ async def test_a_restart_keeps_models_and_fails_interrupted_jobs(make_client, tm
             f"/v1/models/{done['id']}/predict", json={"inputs": [[0.0, 0.5]]}
         )
         assert predicted.status_code == 200 and len(predicted.json()["classes"]) == 1
+
+
+async def test_cuda_is_refused_where_there_is_none_and_auto_falls_back(
+    client: httpx.AsyncClient,
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this check is for CPU-only machines; the GPU script covers CUDA")
+    refused = await client.post("/v1/trainings", json={**SMALL, "device": "cuda"})
+    assert refused.status_code == 422 and refused.json()["parameter"] == "device"
+    job = await submit(client, {**SMALL, "device": "auto"})
+    done = await wait_finished(client, job["id"])
+    model = (await client.get(f"/v1/models/{done['id']}")).json()
+    assert model["metadata"]["device"] == "cpu"

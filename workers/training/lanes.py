@@ -176,6 +176,10 @@ class DeviceLanes:
             ) from None
         return future
 
+    @property
+    def has_cuda(self) -> bool:
+        return any(lane.startswith("cuda") for lane in self.lanes)
+
     def has_room(self) -> bool:
         return self._queue is not None and not self._queue.full()
 
@@ -198,9 +202,11 @@ class DeviceLanes:
             if future.done():  # cancelled while queued
                 continue
             parent, child = self._ctx.Pipe(duplex=True)
+            # `auto` and `cuda` go where the lane is; an explicit `cpu` stays on the CPU.
+            placed = "cpu" if config.get("device") == "cpu" else device
             process = self._ctx.Process(
                 target=_train_main,
-                args=(child, config, device, self.cpu_threads),
+                args=(child, config, placed, self.cpu_threads),
                 daemon=True,
                 name=f"tensorlens-train-{job_id[:8]}",
             )

@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from workers.errors import QueueFull
+from workers.errors import InvalidParameter, QueueFull
 from workers.training.checkpoints import ModelStore
 from workers.training.configs import RegressionConfig, SpiralConfig
 from workers.training.jobs import Job, JobEvent, JobStore
@@ -60,6 +60,8 @@ class TrainingManager:
         QueueFull
             When the training queue is full; nothing is stored then.
         """
+        if config.device == "cuda" and not self.lanes.has_cuda:
+            raise InvalidParameter("device", "no CUDA device is available on this server")
         if not self.lanes.has_room():
             raise QueueFull(
                 f"{self.lanes.max_queued} trainings are already waiting; retry later",
