@@ -303,7 +303,7 @@ def run_phase(
     if executor is None or clients == 1:
         parts = [asyncio.run(_drive(server.base_url, path, body, clients, seconds, None, pid))]
     else:
-        procs = min(executor._max_workers, clients)  # noqa: SLF001
+        procs = min(executor._max_workers, clients)
         shares = [clients // procs + (i < clients % procs) for i in range(procs)]
         start_at = time.time() + 1.0  # every process opens its connections first
         futures = [
