@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         manager = TrainingManager(job_store, model_store, lanes)
         await manager.start()
+        metrics.watch_trainings(lanes.queued, lambda: len(lanes.running()))
         app.state.trainings = manager
         app.state.model_server = ModelServer(
             model_store,

@@ -55,6 +55,14 @@ class Metrics:
             "tensorlens_workers_alive", "Worker processes alive.", registry=self.registry
         )
 
+    def watch_trainings(self, queued: Callable[[], int], running: Callable[[], int]) -> None:
+        Gauge(
+            "tensorlens_trainings_queued", "Trainings waiting for a lane.", registry=self.registry
+        ).set_function(queued)
+        Gauge(
+            "tensorlens_trainings_running", "Trainings running on lanes.", registry=self.registry
+        ).set_function(running)
+
     def watch_pool(self, stats: Callable[[], PoolStats]) -> None:
         self.queue_depth.set_function(lambda: stats().queue_depth)
         self.in_flight.set_function(lambda: stats().in_flight)

@@ -51,7 +51,13 @@ async def test_metrics_count_requests_by_route_and_status(client: httpx.AsyncCli
     text = (await client.get("/metrics")).text
     assert 'tensorlens_http_requests_total{method="GET",route="/healthz",status="200"}' in text
     assert 'tensorlens_http_requests_total{method="GET",route="unmatched",status="404"}' in text
-    for name in ("tensorlens_queue_depth", "tensorlens_in_flight", "tensorlens_workers_alive 2.0"):
+    for name in (
+        "tensorlens_queue_depth",
+        "tensorlens_in_flight",
+        "tensorlens_workers_alive 2.0",
+        "tensorlens_trainings_queued",
+        "tensorlens_trainings_running",
+    ):
         assert name in text
 
 
