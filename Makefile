@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# The CPU build of torch first, so the unpinned dependency below is already satisfied.
-	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	# torch first, so the dependency below is already satisfied. On this project's machines
+	# the pin resolves to the CPU build on disk; elsewhere pass TORCH_INDEX_URL.
+	$(BIN)/python -m pip install --quiet -c constraints.txt $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 

@@ -13,9 +13,9 @@
    same Canny call also runs with no HTTP at all, in 1 and in as many processes
    as the server has workers: that ratio is the most any server could scale by here.
 
-The contenders alternate within every repetition, and the throughput phases
-alternate 1, 8, 1, 8, ..., so a shared machine getting busier or quieter affects
-all of them. The server runs with the default worker count (the CPU count) unless
+The contenders alternate within every repetition, in a rotating order, and the
+throughput phases alternate 1, 8, 1, 8, ..., so a shared machine getting busier or
+quieter affects all of them. The server runs with the default worker count (the CPU count) unless
 ``--workers`` says otherwise, and is stopped at the end, also on error.
 
     .venv/bin/python bench/images.py [--repeats 40] [--seconds 4] [--rounds 2] [--workers N]
@@ -207,10 +207,13 @@ def measure_latency(
 
     samples = {op: {name: Samples() for name in variants(op)} for op in DIRECT}
     worker_ms: dict[str, dict[str, list[float]]] = {op: {} for op in DIRECT}
+    runs = {op: list(variants(op).items()) for op in DIRECT}
     deadline = time.monotonic() + budget_s
-    for _ in range(repeats):
+    for repeat in range(repeats):
         for op in DIRECT:
-            for name, run in variants(op).items():
+            # Rotate the order too, so no variant always runs right after an idle wait.
+            shift = repeat % len(runs[op])
+            for name, run in runs[op][shift:] + runs[op][:shift]:
                 started = time.perf_counter()
                 result = run()
                 samples[op][name].seconds.append(time.perf_counter() - started)
@@ -385,14 +388,17 @@ def main() -> None:
                 f"{samples.quantile_ms(0.75):>8.2f}{samples.median_ms / direct_ms:>9.2f}x"
             )
     print()
-    print("inside the worker (median ms, from the JSON responses' timings_ms)")
-    print(f"{'op':<15}{'load':>8}{'op':>8}{'encode':>8}{'total':>8}{'HTTP+IPC (PNG)':>16}")
+    print(
+        "inside the worker (median ms, from the JSON responses' timings_ms); the rest of the "
+        "HTTP sample -> PNG median is client, server, queue and IPC"
+    )
+    print(f"{'op':<15}{'load':>8}{'op':>8}{'encode':>8}{'total':>8}{'rest of HTTP PNG':>18}")
     for op, parts in worker_ms.items():
         med = {part: statistics.median(values) for part, values in parts.items()}
         rest = latency[op]["HTTP sample -> PNG"].median_ms - med["total"]
         print(
             f"{op:<15}{med['decode']:>8.2f}{med['ops']:>8.2f}{med['encode']:>8.2f}"
-            f"{med['total']:>8.2f}{rest:>16.2f}"
+            f"{med['total']:>8.2f}{rest:>18.2f}"
         )
 
     print()

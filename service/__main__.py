@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
 from service.settings import get_settings
@@ -11,7 +9,6 @@ from service.settings import get_settings
 
 def main() -> None:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
     uvicorn.run(
         "service.main:create_app",
         factory=True,
@@ -20,6 +17,8 @@ def main() -> None:
         log_level=settings.log_level,
         # The service writes its own structured line per request (service/observability.py).
         access_log=False,
+        # Open streams (Server-Sent Events) must not hold a shutdown forever.
+        timeout_graceful_shutdown=5,
     )
 
 

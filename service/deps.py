@@ -1,4 +1,8 @@
-"""Typed dependencies shared by the routers."""
+"""Typed dependencies shared by the routers.
+
+Each reads what the lifespan put on ``app.state``; they are ``async`` so FastAPI calls
+them inline instead of on its thread pool.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +11,34 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.observability import Metrics
-from service.settings import Settings, get_settings
+from service.settings import Settings
 from workers.pool import WorkerPool
 from workers.training.manager import TrainingManager
 from workers.training.serving import ModelServer
 
 
-def get_pool(request: Request) -> WorkerPool:
+async def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def get_pool(request: Request) -> WorkerPool:
     return request.app.state.pool
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-PoolDep = Annotated[WorkerPool, Depends(get_pool)]
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-
-
-def get_trainings(request: Request) -> TrainingManager:
+async def get_trainings(request: Request) -> TrainingManager:
     return request.app.state.trainings
 
 
-def get_model_server(request: Request) -> ModelServer:
+async def get_model_server(request: Request) -> ModelServer:
     return request.app.state.model_server
 
 
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+PoolDep = Annotated[WorkerPool, Depends(get_pool)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 TrainingsDep = Annotated[TrainingManager, Depends(get_trainings)]
 ModelServerDep = Annotated[ModelServer, Depends(get_model_server)]

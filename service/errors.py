@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -10,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from workers import errors as e
@@ -36,6 +39,7 @@ STATUS_TABLE: dict[type[e.TensorlensError], tuple[int, str]] = {
     e.WorkTimeout: (504, "timeout"),
     e.WorkerDied: (503, "worker-died"),
     e.PoolUnavailable: (503, "pool-unavailable"),
+    e.RemoteError: (500, "internal"),
     e.TensorlensError: (500, "internal"),
 }
 
@@ -109,18 +113,56 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     headers = None
     if isinstance(exc, e.QueueFull):
         headers = {"Retry-After": str(exc.context.get("retry_after_s", 1))}
+    detail = exc.detail
     if status >= 500:
-        log.warning("domain error %s: %s", type(exc).__name__, exc.detail)
+        log.error("domain error %s: %s", type(exc).__name__, exc.detail)
+        if isinstance(exc, e.RemoteError):
+            detail = "an internal error occurred in a worker; it has been logged"
     extra = {k: v for k, v in _json_safe(exc.context).items() if k not in _RESERVED_MEMBERS}
-    return problem_response(request, status, slug, exc.title, exc.detail, headers, **extra)
+    return problem_response(request, status, slug, exc.title, detail, headers, **extra)
 
 
-def _field_name(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
+def _field_name(loc: tuple[Any, ...], body: Any) -> str:
+    """A dotted path to the field, as the client wrote it.
+
+    Walks the request body beside pydantic's location so that the tags of
+    discriminated unions (``spiral``, ``canny``), which pydantic inserts, are left out.
+    """
+    where, *rest = loc if loc and loc[0] in _SOURCES else ("body", *loc)
+    node: Any = body if where == "body" else None
+    parts: list[str | int] = []
+    for i, part in enumerate(rest):
+        if isinstance(node, FormData | Mapping) and isinstance(node.get(part), str):
+            node = _json_or_none(node.get(part)) if where == "body" else None
+            parts.append(part)
+        elif _has(node, part):
+            node = node[part]
+            parts.append(part)
+        elif isinstance(node, Mapping) and i < len(rest) - 1:
+            continue  # a union tag: not in the body, and more location follows
+        else:
+            parts.append(part)
+            node = None
     name = ""
     for part in parts:
-        name += f"[{part}]" if part.isdigit() else (f".{part}" if name else part)
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
     return name or "request"
+
+
+_SOURCES = ("body", "query", "path", "header", "cookie", "form")
+
+
+def _has(node: Any, part: Any) -> bool:
+    if isinstance(node, Mapping):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+
+
+def _json_or_none(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -130,11 +172,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         loc = tuple(err["loc"])
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc += (str(err.get("ctx", {}).get("discriminator", "")).strip("'"),)
-        errors.append({"parameter": _field_name(loc), "message": err["msg"], "type": err["type"]})
+        errors.append(
+            {"parameter": _field_name(loc, exc.body), "message": err["msg"], "type": err["type"]}
+        )
     first = errors[0] if errors else {"parameter": "request", "message": "invalid"}
     detail = f"invalid `{first['parameter']}`: {first['message']}"
     if len(errors) > 1:
         detail += f" (and {len(errors) - 1} more)"
+    if request.url.path.startswith("/v2/"):
+        # The Open Inference Protocol has an error body of its own.
+        return JSONResponse({"error": detail}, status_code=422)
     return problem_response(
         request,
         422,
@@ -150,15 +197,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     phrase = HTTPStatus(exc.status_code).phrase
     detail = exc.detail if isinstance(exc.detail, str) else phrase
+    if request.url.path.startswith("/v2/"):
+        return JSONResponse({"error": detail}, exc.status_code, dict(exc.headers or {}) or None)
     return problem_response(
         request, exc.status_code, None, phrase, detail, dict(exc.headers or {}) or None
-    )
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem_response(
-        request, 500, "internal", "Internal server error", "an unexpected error occurred"
     )
 
 
@@ -166,4 +208,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(e.TensorlensError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,13 +29,27 @@ def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}"
 
 
+def _configure_logging(level: str) -> None:
+    # The service's own lines (one JSON line per request) go to stderr however the app
+    # is served: `python -m service`, `uvicorn service.main:app` or a test client.
+    logger = logging.getLogger("tensorlens")
+    logger.setLevel(level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    _configure_logging(settings.log_level)
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        logging.getLogger("tensorlens").setLevel(settings.log_level.upper())
+        # Settings that can be wrong are checked before any process starts.
+        lane_devices = plan_lanes(settings.devices, settings.lanes_per_device)
+        inference_device = resolve_device(settings.inference_device)
         pool = LocalPool(
             settings.image_workers,
             max_queue_depth=settings.max_queue_depth,
@@ -48,9 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         job_store = JobStore(settings.data_dir / "jobs.sqlite3")
         model_store = ModelStore(settings.data_dir / "models")
         lanes = DeviceLanes(
-            plan_lanes(settings.devices, settings.lanes_per_device),
+            lane_devices,
             max_queued=settings.max_queued_trainings,
             cpu_threads=settings.training_cpu_threads,
+            max_job_s=settings.max_training_s,
         )
         manager = TrainingManager(job_store, model_store, lanes)
         await manager.start()
@@ -58,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.trainings = manager
         app.state.model_server = ModelServer(
             model_store,
-            device=resolve_device(settings.inference_device),
+            device=inference_device,
             cache_size=settings.model_cache_size,
             batching=settings.batching,
             max_batch_size=settings.max_batch_size,
@@ -81,7 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
     routers = (
         health.router,
@@ -105,14 +120,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
-        max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+        max_multipart_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+        max_other_bytes=settings.max_json_bytes,
     )
     return app
+
+
+@functools.cache
+def _default_app() -> FastAPI:
+    return create_app()
 
 
 def __getattr__(name: str) -> FastAPI:
     # `uvicorn service.main:app` builds the app on first access, not at import time,
     # so importing this module (tests, spawned workers) has no side effects.
     if name == "app":
-        return create_app()
+        return _default_app()
     raise AttributeError(name)

@@ -54,14 +54,16 @@ class Metrics:
         self.workers_alive = Gauge(
             "tensorlens_workers_alive", "Worker processes alive.", registry=self.registry
         )
+        self.trainings_queued = Gauge(
+            "tensorlens_trainings_queued", "Trainings waiting for a lane.", registry=self.registry
+        )
+        self.trainings_running = Gauge(
+            "tensorlens_trainings_running", "Trainings running on lanes.", registry=self.registry
+        )
 
     def watch_trainings(self, queued: Callable[[], int], running: Callable[[], int]) -> None:
-        Gauge(
-            "tensorlens_trainings_queued", "Trainings waiting for a lane.", registry=self.registry
-        ).set_function(queued)
-        Gauge(
-            "tensorlens_trainings_running", "Trainings running on lanes.", registry=self.registry
-        ).set_function(running)
+        self.trainings_queued.set_function(queued)
+        self.trainings_running.set_function(running)
 
     def watch_pool(self, stats: Callable[[], PoolStats]) -> None:
         self.queue_depth.set_function(lambda: stats().queue_depth)
@@ -76,10 +78,13 @@ class RequestContextMiddleware:
     Server-Sent Events pass through untouched and the per-request cost stays small.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, max_multipart_bytes: int, max_other_bytes: int
+    ) -> None:
         self.app = app
         self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
+        self.max_multipart_bytes = max_multipart_bytes
+        self.max_other_bytes = max_other_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,10 +97,13 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
 
+        status_sent = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                status_sent = True
                 message.setdefault("headers", [])
                 message["headers"] = [
                     *message["headers"],
@@ -104,7 +112,9 @@ class RequestContextMiddleware:
             await send(message)
 
         received = 0
-        limit = self.max_body_bytes
+        # Uploads are large by nature; JSON is parsed on the event loop, so it stays small.
+        multipart = headers.get(b"content-type", b"").startswith(b"multipart/form-data")
+        limit = self.max_multipart_bytes if multipart else self.max_other_bytes
 
         async def receive_limited() -> Message:
             nonlocal received
@@ -123,6 +133,20 @@ class RequestContextMiddleware:
                 await _reject_too_large(scope, send_with_id, limit, request_id)
             else:
                 await self.app(scope, receive_limited, send_with_id)
+        except Exception:
+            # Unhandled: answer here, inside this middleware, so even a 500 carries the id.
+            access_log.exception("unhandled error, request_id=%s", request_id)
+            if status_sent:
+                raise
+            await _send_problem(
+                send_with_id,
+                500,
+                "internal",
+                "Internal server error",
+                "an unexpected error occurred; it has been logged",
+                scope,
+                request_id,
+            )
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -146,20 +170,42 @@ class RequestContextMiddleware:
 
 
 async def _reject_too_large(scope: Scope, send: Send, limit: int, request_id: str) -> None:
+    await _send_problem(
+        send,
+        413,
+        "payload-too-large",
+        "Payload too large",
+        f"the request body is over the limit of {limit} bytes",
+        scope,
+        request_id,
+        limit_bytes=limit,
+    )
+
+
+async def _send_problem(
+    send: Send,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    scope: Scope,
+    request_id: str,
+    **extra: Any,
+) -> None:
     body: dict[str, Any] = {
-        "type": "/problems/payload-too-large",
-        "title": "Payload too large",
-        "status": 413,
-        "detail": f"the request body is over the limit of {limit} bytes",
+        "type": f"/problems/{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
         "instance": scope["path"],
         "request_id": request_id,
-        "limit_bytes": limit,
+        **extra,
     }
     payload = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(payload)).encode()),

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         25_000_000, ge=1024, description="Largest accepted upload in bytes (413 above)."
     )
+    max_json_bytes: int = Field(
+        10_000_000, ge=1024, description="Largest non-multipart request body (413 above)."
+    )
     max_image_pixels: int = Field(
         50_000_000, ge=1, description="Largest accepted image in pixels (422 above)."
     )
@@ -71,6 +74,9 @@ class Settings(BaseSettings):
     )
     max_queued_trainings: int = Field(
         16, ge=1, le=10_000, description="Trainings waiting for a lane before 429."
+    )
+    max_training_s: float = Field(
+        3600, gt=0, le=7 * 86400, description="Wall-clock limit of one training job."
     )
     max_epochs: int = Field(10_000, ge=1, le=100_000, description="Epochs per training.")
     max_points: int = Field(100_000, ge=1, le=1_000_000, description="Dataset points per training.")

@@ -121,6 +121,12 @@ class WorkerDied(TensorlensError):
     title = "Worker died"
 
 
+class RemoteError(TensorlensError):
+    """A worker raised an error outside this hierarchy: a bug on our side, not the input."""
+
+    title = "Internal worker error"
+
+
 class PoolUnavailable(TensorlensError):
     """The worker pool is not running (starting up or shutting down)."""
 

@@ -21,14 +21,28 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol, TypeVar
 
-from workers.errors import PoolUnavailable, QueueFull, TensorlensError, WorkerDied, WorkTimeout
+from workers.errors import (
+    InvalidInput,
+    PoolUnavailable,
+    QueueFull,
+    RemoteError,
+    TensorlensError,
+    WorkerDied,
+    WorkTimeout,
+)
 
 T = TypeVar("T")
+
+#: How often an idle runner checks that its worker process is still alive.
+_IDLE_CHECK_S = 1.0
+
+#: How long past its deadline a caller waits for a running job to be settled.
+_SETTLE_GRACE_S = 10.0
 
 #: Modules a worker imports before it reports ready, so the first request is not slow.
 DEFAULT_PRELOAD = ("workers.images",)
@@ -74,12 +88,6 @@ class WorkerPool(Protocol):
         ...
 
 
-class RemoteError(TensorlensError):
-    """A worker raised an error that is not part of the domain hierarchy (a bug, not input)."""
-
-    title = "Internal worker error"
-
-
 def _worker_main(conn: Connection, preload: Sequence[str]) -> None:
     # Each worker computes on one core; BLAS threads would only fight the other workers.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -99,6 +107,9 @@ def _worker_main(conn: Connection, preload: Sequence[str]) -> None:
             reply = ("ok", fn(*args))
         except TensorlensError as exc:
             reply = ("err", exc)
+        except MemoryError:
+            # What the client sent needs more memory than a worker has: their input, not a bug.
+            reply = ("err", InvalidInput("the request needs more memory than a worker has"))
         except Exception as exc:  # reported to the caller; the worker keeps serving
             reply = ("err", RemoteError(f"{type(exc).__name__}: {exc}"))
         try:
@@ -121,7 +132,6 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     pid: int = 0
-    jobs_done: int = field(default=0)
 
     def kill(self) -> None:
         with contextlib.suppress(Exception):
@@ -227,8 +237,12 @@ class LocalPool:
                 raise WorkTimeout(
                     f"the work did not start within {timeout:g} s", timeout_s=timeout
                 ) from None
-            # Running: the runner enforces the same deadline and kills the worker.
-            return await job.future
+            # Running: the runner enforces the same deadline and kills the worker; the
+            # grace bounds the wait should the runner itself be gone (shutdown).
+            try:
+                return await asyncio.wait_for(job.future, _SETTLE_GRACE_S)
+            except TimeoutError:
+                raise WorkTimeout(f"the work did not finish within {timeout:g} s") from None
         except asyncio.CancelledError:
             # The client went away; a queued job need not run at all.
             if not job.started:
@@ -252,14 +266,22 @@ class LocalPool:
         return _Worker(process, parent, pid)
 
     async def _replace(self, index: int) -> _Worker:
+        """Kill worker ``index`` and start another, retrying until one starts."""
         old = self._workers[index]
         self._workers[index] = None
         if old is not None:
             await asyncio.get_running_loop().run_in_executor(None, old.kill)
         self.restarts += 1
-        worker = await self._spawn()
-        self._workers[index] = worker
-        return worker
+        delay_s = 0.1
+        while True:
+            try:
+                worker = await self._spawn()
+            except PoolUnavailable:  # e.g. out of memory or file descriptors: try again
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+                continue
+            self._workers[index] = worker
+            return worker
 
     @staticmethod
     def _roundtrip(worker: _Worker, message: tuple[Any, ...]) -> tuple[str, Any]:
@@ -270,7 +292,15 @@ class LocalPool:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
-            job = await self._queue.get()
+            try:
+                job = await asyncio.wait_for(self._queue.get(), _IDLE_CHECK_S)
+            except TimeoutError:
+                # A worker that died while idle is replaced now, not at the next request,
+                # so /readyz recovers without traffic.
+                idle = self._workers[index]
+                if idle is None or not idle.process.is_alive():
+                    await self._replace(index)
+                continue
             if job.future.done():
                 continue
             worker = self._workers[index]
@@ -285,7 +315,7 @@ class LocalPool:
                 try:
                     tag, payload = await asyncio.wait_for(call, remaining)
                 except TimeoutError:
-                    await self._replace(index)
+                    worker.process.kill()
                     elapsed = time.monotonic() - started
                     _settle(
                         job,
@@ -294,11 +324,11 @@ class LocalPool:
                             timeout_s=round(job.deadline - started, 3),
                         ),
                     )
+                    await self._replace(index)
                     continue
                 except (EOFError, OSError):
                     await loop.run_in_executor(None, worker.process.join, 1.0)
                     code = worker.process.exitcode
-                    await self._replace(index)
                     _settle(
                         job,
                         exc=WorkerDied(
@@ -307,8 +337,8 @@ class LocalPool:
                             exit_code=code,
                         ),
                     )
+                    await self._replace(index)
                     continue
-                worker.jobs_done += 1
                 if tag == "ok":
                     _settle(job, result=payload)
                 else:

@@ -11,9 +11,9 @@ from fastapi.responses import Response
 
 from service.deps import MetricsDep, PoolDep, SettingsDep
 from service.schemas.images import ImageResult, StepReport
-from workers.errors import InvalidImage, InvalidInput, PayloadTooLarge
+from workers.errors import InvalidImage, InvalidInput, NotFound, PayloadTooLarge
 from workers.images import ImageSource, PipelineResult, run_pipeline
-from workers.images.samples import load_sample
+from workers.images.samples import SAMPLE_NAMES
 
 PNG = "image/png"
 
@@ -58,13 +58,20 @@ def wants_png(request: Request) -> bool:
     return best_png[0] > 0 and best_png > best_json
 
 
+def check_sample(name: str) -> None:
+    if name not in SAMPLE_NAMES:
+        raise NotFound(
+            f"unknown sample `{name}`; GET /v1/samples lists them", kind="sample", name=name
+        )
+
+
 async def image_source(
     image: UploadFile | None, sample: str | None, settings: SettingsDep
 ) -> ImageSource:
     if image is not None and sample is not None:
         raise InvalidInput("give either an `image` upload or a `sample` name, not both")
     if sample is not None:
-        load_sample(sample)  # unknown names fail here with 404, before queueing any work
+        check_sample(sample)  # 404 before any work is queued
         return ImageSource(sample=sample)
     if image is None:
         raise InvalidInput("no image: upload one as the multipart field `image` or pass `sample`")

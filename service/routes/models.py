@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 
@@ -13,21 +13,21 @@ from service.routes._imaging import PNG
 from service.schemas.trainings import ModelPublic, ModelsPage, PredictionPublic, PredictRequest
 from service.settings import Settings
 from workers.errors import InvalidParameter
-from workers.training.checkpoints import validate_model_id
+from workers.training.checkpoints import MODEL_ID_PATTERN
 from workers.training.plots import model_plot_png
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 ModelId = Annotated[
-    str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", description="The model id (its job's id).")
+    str, Path(pattern=f"^{MODEL_ID_PATTERN.pattern}$", description="The model id (its job's id).")
 ]
 PlotKind = Literal["dataset", "decision-boundary", "curves", "fit"]
 
 
-def check_rows(inputs: list[Any], settings: Settings) -> None:
-    if len(inputs) > settings.max_predict_rows:
+def check_rows(rows: int, settings: Settings, parameter: str = "shape") -> None:
+    if rows > settings.max_predict_rows:
         raise InvalidParameter(
-            "inputs", f"{len(inputs)} rows is over the limit of {settings.max_predict_rows}"
+            parameter, f"{rows} rows is over the limit of {settings.max_predict_rows}"
         )
 
 
@@ -35,7 +35,7 @@ def check_rows(inputs: list[Any], settings: Settings) -> None:
 async def list_models(
     server: ModelServerDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> ModelsPage:
     """Stored models, newest first; a damaged one is listed with `valid: false`."""
     infos = await asyncio.to_thread(server.store.list)
@@ -52,7 +52,7 @@ async def list_models(
 )
 async def get_model(model_id: ModelId, server: ModelServerDep) -> ModelPublic:
     """Metadata: config, dataset, metrics per report, architecture, checksum state."""
-    return ModelPublic.of(await asyncio.to_thread(server.store.get, validate_model_id(model_id)))
+    return ModelPublic.of(await asyncio.to_thread(server.store.get, model_id))
 
 
 @router.delete("/{model_id}", status_code=204, responses=problem_responses(404))
@@ -90,7 +90,7 @@ async def predict(
     model_id: ModelId, body: PredictRequest, server: ModelServerDep, settings: SettingsDep
 ) -> PredictionPublic:
     """Classes and probabilities (spiral), or mean and ensemble std (regression)."""
-    check_rows(body.inputs, settings)
+    check_rows(len(body.inputs), settings, parameter="inputs")
     model, prediction = await server.predict(model_id, body.inputs)
     return PredictionPublic(
         model_id=model_id,

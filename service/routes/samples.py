@@ -10,10 +10,10 @@ from fastapi.responses import Response
 
 from service.deps import PoolDep, SettingsDep
 from service.errors import problem_responses
-from service.routes._imaging import PNG
+from service.routes._imaging import PNG, check_sample
 from service.schemas.images import SampleInfo
 from workers.images import ImageSource, run_pipeline
-from workers.images.samples import list_samples, load_sample
+from workers.images.samples import list_samples
 
 router = APIRouter(prefix="/v1/samples", tags=["samples"])
 
@@ -35,7 +35,7 @@ async def list_sample_images() -> list[Any]:
 )
 async def get_sample_image(name: str, pool: PoolDep, settings: SettingsDep) -> Response:
     """The sample as PNG."""
-    load_sample(name)
+    check_sample(name)
     work = partial(
         run_pipeline,
         max_pixels=settings.max_image_pixels,

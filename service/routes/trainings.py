@@ -12,7 +12,6 @@ from fastapi.responses import StreamingResponse
 from service.deps import SettingsDep, TrainingsDep
 from service.errors import problem_responses
 from service.schemas.trainings import (
-    JobStatus,
     ProgressPublic,
     TrainingPublic,
     TrainingsPage,
@@ -20,8 +19,12 @@ from service.schemas.trainings import (
 from service.settings import Settings
 from workers.errors import Conflict
 from workers.training import Job, TrainingConfig, TrainingLimits, validate_training
+from workers.training.jobs import JobStatus
 
 router = APIRouter(prefix="/v1/trainings", tags=["trainings"])
+
+#: SQLite integers are 64-bit; larger query values would overflow in the driver.
+MAX_INT64 = 2**63 - 1
 
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The job id.")]
 
@@ -56,7 +59,7 @@ async def create_training(
 async def list_trainings(
     trainings: TrainingsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
     status: JobStatus | None = None,
 ) -> TrainingsPage:
     """Jobs, newest first."""
@@ -111,8 +114,10 @@ def _sse(event: str, data: str, event_id: int | None = None) -> str:
 async def training_events(
     job_id: JobId,
     trainings: TrainingsDep,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
-    after: Annotated[int, Query(ge=0, description="Replay reports after this seq.")] = 0,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_INT64)] = None,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_INT64, description="Replay reports after this seq.")
+    ] = 0,
 ) -> StreamingResponse:
     """Server-Sent Events: every progress report as it happens, then the final job.
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from service.deps import ModelServerDep, PoolDep, SettingsDep
 from service.errors import status_for
-from service.routes.models import ModelId
+from service.routes.models import ModelId, check_rows
 from workers.errors import InvalidParameter, TensorlensError
 
 router = APIRouter(prefix="/v2", tags=["v2"])
@@ -182,17 +182,20 @@ async def model_infer(
     try:
         if tensor.datatype not in _NUMERIC:
             raise InvalidParameter("datatype", f"{tensor.datatype} is not a numeric type")
+        if len(tensor.shape) not in (1, 2) or any(d < 0 for d in tensor.shape):
+            raise InvalidParameter("shape", f"{tensor.shape} is not (rows, features)")
+        check_rows(tensor.shape[0], settings)
         try:
-            rows = np.asarray(tensor.data, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InvalidParameter("data", "must be numbers") from None
-        if rows.size != math.prod(tensor.shape) or len(tensor.shape) not in (1, 2):
+            rows = np.asarray(tensor.data)
+        except ValueError:
+            raise InvalidParameter("data", "must be a flat or regular nested list") from None
+        if rows.dtype.kind not in "iuf":
+            raise InvalidParameter("data", f"must be numbers for datatype {tensor.datatype}")
+        if rows.size != math.prod(tensor.shape):
             raise InvalidParameter(
-                "shape", f"{tensor.shape} does not match {rows.size} values (rows, features)"
+                "shape", f"{tensor.shape} does not match the {rows.size} values in `data`"
             )
-        rows = rows.reshape(tensor.shape)
-        if rows.shape[0] > settings.max_predict_rows:
-            raise InvalidParameter("shape", f"over {settings.max_predict_rows} rows")
+        rows = rows.astype(np.float64).reshape(tensor.shape)
         _, prediction = await server.predict(model_id, rows)
     except TensorlensError as exc:
         return _oip_error(exc)

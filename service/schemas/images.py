@@ -18,9 +18,9 @@ class ImageResult(BaseModel):
 
     shape: list[int] = Field(description="Shape of the resulting array, numpy order (H, W[, C]).")
     dtype: str = Field(description="numpy dtype of the resulting array.")
-    min: float
-    max: float
-    mean: float
+    min: float | None = Field(description="null when every value is NaN.")
+    max: float | None
+    mean: float | None
     values: dict[str, Any] = Field(description="The last step's numbers (e.g. a histogram).")
     steps: list[StepReport]
     timings_ms: dict[str, float] = Field(description="decode, ops, encode and total, in ms.")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from workers.training import Job, JobEvent, ModelInfo
-
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+from workers.training import Job, JobEvent, JobStatus, ModelInfo
 
 
 class ProgressPublic(BaseModel):

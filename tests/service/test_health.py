@@ -88,3 +88,15 @@ async def test_cors_allows_configured_origins_only(make_client) -> None:
         assert "access-control-allow-origin" not in other.headers
         exposed = await c.get("/healthz", headers={"Origin": "http://page.example"})
         assert "X-Request-ID" in exposed.headers["access-control-expose-headers"]
+
+
+async def test_an_app_can_be_started_twice(tmp_path) -> None:
+    from service.main import create_app
+    from service.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path, image_workers=1))
+    for _ in range(2):
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                assert (await c.get("/metrics")).status_code == 200

@@ -183,6 +183,11 @@ async def test_open_inference_protocol(served: Served) -> None:
         ("spiral", {"name": "x", "shape": [3, 2], "datatype": "FP32", "data": [1, 2]}, 422),
         ("spiral", {"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}, 422),
         ("spiral", {"name": "x", "shape": [1, 2], "datatype": "BYTES", "data": ["a", "b"]}, 422),
+        ("spiral", {"name": "x", "shape": [1, 2], "datatype": "FP32", "data": ["1", "2"]}, 422),
+        ("spiral", {"name": "x", "shape": [-2, -2], "datatype": "FP32", "data": [1, 2, 3, 4]}, 422),
+        ("spiral", {"name": "x", "shape": [10**20, 0], "datatype": "FP32", "data": []}, 422),
+        ("spiral", {"name": "x", "shape": [2], "datatype": "FP32", "data": [[1, 2], [3]]}, 422),
+        ("spiral", {"name": "x", "datatype": "FP32", "data": [1, 2]}, 422),
         ("nope", {"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}, 404),
     ],
 )
@@ -195,6 +200,15 @@ async def test_open_inference_protocol_errors_use_its_error_body(
     assert set(response.json()) == {"error"} and response.json()["error"]
     missing = await served.client.get("/v2/models/nope/ready")
     assert missing.status_code == 404 and "error" in missing.json()
+
+
+async def test_malformed_infer_bodies_get_the_protocol_error_body(served: Served) -> None:
+    for body in ({"inputs": "x"}, {}, {"inputs": []}):
+        response = await served.client.post(f"/v2/models/{served.spiral}/infer", json=body)
+        assert response.status_code == 422
+        assert set(response.json()) == {"error"}
+    bad_id = await served.client.get("/v2/models/..%2Fx/ready")
+    assert bad_id.status_code in (404, 422) and set(bad_id.json()) == {"error"}
 
 
 async def test_concurrent_predictions_share_forward_passes(served: Served) -> None:
@@ -231,6 +245,20 @@ async def test_loaded_models_are_evicted_least_recently_used(served: Served) -> 
         response = await client.post(f"/v1/models/{model_id}/predict", json={"inputs": inputs})
         assert response.status_code == 200
     assert server.cache.ids() == [served.ensemble, third["id"]]  # capacity 2, spiral evicted
+
+
+async def test_predictions_survive_eviction_under_concurrency(make_client, tmp_path) -> None:
+    async with make_client(image_workers=1, data_dir=tmp_path, model_cache_size=1) as c:
+        jobs = [await submit(c, {**SMALL, "data": {"seed": s}}) for s in (1, 2)]
+        for job in jobs:
+            await wait_finished(c, job["id"])
+        responses = await asyncio.gather(
+            *(
+                c.post(f"/v1/models/{jobs[i % 2]['id']}/predict", json={"inputs": [[0.1, 0.2]]})
+                for i in range(40)
+            )
+        )
+        assert [r.status_code for r in responses] == [200] * 40
 
 
 async def test_a_damaged_model_is_reported_not_served(served: Served) -> None:

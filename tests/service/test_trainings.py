@@ -176,10 +176,12 @@ async def test_listing_is_paged_newest_first(client: httpx.AsyncClient) -> None:
         ({"epochs": -1}, "epochs"),
         ({"epochs": 10**9}, "epochs"),
         ({"epochs": 20_000}, "epochs"),  # over the service's max_epochs setting (10 000)
-        ({"model": {"hidden": [100], "activation": "swish"}}, "activation"),
-        ({"model": {"hidden": [5000]}}, "hidden"),
-        ({"data": {"points_per_class": 10**7}}, "points_per_class"),
-        ({"optimizer": {"name": "rmsprop"}}, "optimizer"),
+        ({"model": {"hidden": [100], "activation": "swish"}}, "model.activation"),
+        ({"model": {"hidden": [5000]}}, "model.hidden[0]"),
+        ({"model": {"hidden": [64] * 9}}, "model.hidden"),
+        ({"data": {"points_per_class": 10**7}}, "data.points_per_class"),
+        ({"optimizer": {"name": "rmsprop"}}, "optimizer.name"),
+        ({"optimizer": {"name": "sgd", "lr": -1}}, "optimizer.lr"),
         ({"task": "segmentation"}, "task"),
         ({"report_every": 0}, "report_every"),
         ({"learning_rate": 1}, "learning_rate"),
@@ -193,8 +195,15 @@ async def test_invalid_configs_are_422_naming_the_field(
     assert response.status_code == 422, response.text
     body = response.json()
     assert response.headers["content-type"] == "application/problem+json"
-    assert parameter in body["parameter"]
+    assert body["parameter"] == parameter
     assert (await client.get("/v1/trainings")).json()["total"] == before  # nothing stored
+
+
+async def test_huge_paging_values_are_422_not_500(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/v1/trainings", params={"offset": 10**30})).status_code == 422
+    events = await client.get(f"/v1/trainings/{'0' * 32}/events", params={"after": 10**30})
+    assert events.status_code == 422
+    assert (await client.get("/v1/models", params={"offset": 10**30})).status_code == 422
 
 
 async def test_unknown_and_malformed_ids(client: httpx.AsyncClient) -> None:
@@ -221,6 +230,9 @@ async def test_a_queued_job_is_cancelled_at_once_and_a_full_queue_is_429(
     assert full.json()["type"] == "/problems/queue-full"
     cancelled = await one_lane.delete(f"/v1/trainings/{queued['id']}")
     assert cancelled.json()["status"] == "cancelled"
+    # The cancelled job no longer holds the queue's one place.
+    replacement = await submit(one_lane, SMALL)
+    await one_lane.delete(f"/v1/trainings/{replacement['id']}")
     await one_lane.delete(f"/v1/trainings/{running['id']}")
     assert (await wait_finished(one_lane, running["id"]))["status"] == "cancelled"
     after = await submit(one_lane, SMALL)

@@ -1,5 +1,8 @@
 import asyncio
+import os
+import signal
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -81,7 +84,7 @@ async def test_timeout_kills_the_runaway_worker_and_replaces_it() -> None:
         with pytest.raises(WorkTimeout):
             await pool.run(tasks.sleep, 30)
         assert time.perf_counter() - started < 2
-        assert await pool.run(tasks.add, 2, 2) == 4
+        assert await pool.run(tasks.add, 2, 2, timeout_s=30) == 4  # on the replacement
         assert pool.worker_pids() != before and pool.restarts == 1
     finally:
         await pool.stop()
@@ -112,9 +115,30 @@ async def test_dead_worker_fails_only_its_request_and_is_replaced() -> None:
         assert info.value.context["exit_code"] == 3
         assert await survivor == 0.5
         assert await pool.run(tasks.add, 3, 4) == 7
-        assert pool.ready and pool.restarts == 1
+        await wait_until(lambda: pool.ready)
+        assert pool.restarts == 1
     finally:
         await pool.stop()
+
+
+async def test_a_worker_that_dies_while_idle_is_replaced_without_traffic() -> None:
+    pool = make_pool(1)
+    await pool.start()
+    try:
+        (pid,) = pool.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        await wait_until(lambda: not pool.ready)
+        await wait_until(lambda: pool.ready)
+        assert pool.worker_pids() != [pid]
+    finally:
+        await pool.stop()
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
 
 
 async def test_pool_refuses_work_when_not_started() -> None:

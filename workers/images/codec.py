@@ -34,8 +34,9 @@ survives a round trip through :func:`decode_image` at full depth.
 
 Encoding
 --------
-:func:`encode_png` writes 8-bit PNGs with Pillow and 16-bit PNGs with a small
-writer of its own (Pillow cannot write 16-bit color):
+:func:`encode_png` writes PNGs with a small zlib writer of its own rather than
+Pillow's, which is slower and cannot write 16-bit color. Rows are stored unfiltered
+(filter type 0) in as many IDAT chunks as the size needs:
 
 ==============================  ====================================================
 dtype                           PNG samples
@@ -69,7 +70,7 @@ import struct
 import threading
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -270,19 +271,9 @@ def encode_png(image: np.ndarray, *, compress_level: int = 1) -> bytes:
     if not 0 <= compress_level <= 9:
         raise InvalidParameter("compress_level", f"must be in 0..9, got {compress_level}")
     array = _as_png_layout(np.asarray(image))
-    if array.dtype == np.uint16:
-        return _write_png16(array, compress_level)
-    if array.dtype == np.int16:
-        # Flipping the sign bit is the +32768 shift, without a wider temporary.
-        return _write_png16(array.view(np.uint16) ^ np.uint16(0x8000), compress_level)
-    pixels = _to_uint8(array)
-    if pixels.ndim == 3 and pixels.shape[2] == 1:
-        pixels = pixels[:, :, 0]
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(
-        buffer, format="PNG", compress_level=compress_level
-    )
-    return buffer.getvalue()
+    if array.ndim == 2:
+        array = array[:, :, np.newaxis]
+    return _write_png(array, compress_level)
 
 
 def _as_png_layout(array: np.ndarray) -> np.ndarray:
@@ -304,16 +295,30 @@ def _as_png_layout(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    kind = array.dtype.kind
-    if kind == "b":
+def _sample_converter(array: np.ndarray) -> tuple[np.dtype, Callable[[np.ndarray], np.ndarray]]:
+    """Return the PNG sample dtype for `array` and a function turning its rows into samples."""
+    if array.dtype == np.uint16:
+        return np.dtype(">u2"), lambda rows: rows
+    if array.dtype == np.int16:
+        # Flipping the sign bit is the +32768 shift, without a wider temporary.
+        return np.dtype(">u2"), lambda rows: rows.view(np.uint16) ^ np.uint16(0x8000)
+    if array.dtype.kind == "f":
+        # The scale is chosen from the whole image, so it is fixed before any rows are converted.
+        # fmin ignores NaN without the "All-NaN slice" warning np.nanmin gives.
+        signed = bool(np.fmin.reduce(array, axis=None) < 0)
+        return np.dtype(np.uint8), lambda rows: _float_to_uint8(rows, signed=signed)
+    return np.dtype(np.uint8), _int_to_uint8
+
+
+def _int_to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind == "b":
         return np.multiply(array, 255, dtype=np.uint8)
     if array.dtype == np.uint8:
         return array
-    if kind in "iu":
-        return np.clip(array, 0, 255).astype(np.uint8)
-    # fmin ignores NaN without the "All-NaN slice" warning np.nanmin gives.
-    signed = np.fmin.reduce(array, axis=None) < 0
+    return np.clip(array, 0, 255).astype(np.uint8)
+
+
+def _float_to_uint8(array: np.ndarray, *, signed: bool) -> np.ndarray:
     scaled = array.astype(np.float64 if array.dtype.itemsize > 4 else np.float32)
     if signed:
         scaled += 1
@@ -328,25 +333,45 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> gray, gray+alpha, RGB, RGBA
+# Rows are converted and compressed this many bytes at a time, so a large image needs
+# only the PNG itself beyond the input, not whole-image temporaries.
+_BLOCK_BYTES = 1 << 20
 
 
-def _write_png16(array: np.ndarray, compress_level: int) -> bytes:
-    if array.ndim == 2:
-        array = array[:, :, np.newaxis]
+def _write_png(array: np.ndarray, compress_level: int) -> bytes:
+    """Write an ``(H, W, C)`` array as a PNG with filter type 0 ("None") on every row.
+
+    Adaptive per-row filtering, as Pillow does it, makes natural photos 10-30% smaller
+    but takes most of the encoding time; at the low zlib levels the service uses, speed
+    wins, and masks and equalized images come out no larger unfiltered. Each block of
+    rows becomes one IDAT chunk, which keeps every chunk far below PNG's 2**31 - 1 bytes.
+    """
     height, width, channels = array.shape
-    samples = np.ascontiguousarray(array, dtype=">u2").reshape(height, -1).view(np.uint8)
-    rows = np.empty((height, 1 + samples.shape[1]), dtype=np.uint8)
-    rows[:, 0] = 0  # filter type "None": simple, and level-1 zlib is the speed target anyway
-    rows[:, 1:] = samples
-    header = struct.pack(">IIBBBBB", width, height, 16, _PNG_COLOR_TYPES[channels], 0, 0, 0)
-    return b"".join(
-        (
-            _PNG_SIGNATURE,
-            _png_chunk(b"IHDR", header),
-            _png_chunk(b"IDAT", zlib.compress(rows, compress_level)),
-            _png_chunk(b"IEND", b""),
-        )
+    sample_dtype, to_samples = _sample_converter(array)
+    header = struct.pack(
+        ">IIBBBBB", width, height, sample_dtype.itemsize * 8, _PNG_COLOR_TYPES[channels], 0, 0, 0
     )
+    row_bytes = width * channels * sample_dtype.itemsize
+    rows_per_block = max(1, _BLOCK_BYTES // (1 + row_bytes))
+    filtered = np.empty((min(rows_per_block, height), 1 + row_bytes), dtype=np.uint8)
+    filtered[:, 0] = 0  # the filter type byte that starts each row
+    compressor = zlib.compressobj(compress_level)
+    # BytesIO.getvalue hands over its buffer without copying it.
+    out = io.BytesIO()
+    out.write(_PNG_SIGNATURE)
+    out.write(_png_chunk(b"IHDR", header))
+    for start in range(0, height, rows_per_block):
+        stop = min(start + rows_per_block, height)
+        block = filtered[: stop - start]
+        samples = to_samples(array[start:stop]).reshape(stop - start, -1)
+        block[:, 1:].view(sample_dtype)[...] = samples
+        compressed = compressor.compress(block)
+        if stop == height:
+            compressed += compressor.flush()
+        if compressed:
+            out.write(_png_chunk(b"IDAT", compressed))
+    out.write(_png_chunk(b"IEND", b""))
+    return out.getvalue()
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:

@@ -48,6 +48,7 @@ __all__ = [
     "apply_op",
     "describe_ops",
     "get_op",
+    "histogram_input",
     "parse_params",
     "validate_params",
 ]
@@ -130,9 +131,23 @@ def _check_channel(image: np.ndarray, index: int, parameter: str) -> None:
         )
 
 
-def _as_numeric(image: np.ndarray) -> np.ndarray:
+#: skimage bins integer images one bin per value; wider ranges would allocate gigabytes.
+_MAX_INTEGER_SPAN = 2**16
+
+
+def histogram_input(image: np.ndarray) -> np.ndarray:
+    """The image as histogram-based ops read it (used by every one of them)."""
     # skimage converts bool to uint8 itself but warns each time; a view costs nothing.
-    return image.view(np.uint8) if image.dtype == np.bool_ else image
+    if image.dtype == np.bool_:
+        return image.view(np.uint8)
+    if image.dtype.kind in "iu" and image.size:
+        span = int(image.max()) - int(image.min())
+        if span > _MAX_INTEGER_SPAN:
+            raise IncompatibleImage(
+                f"integer values span {span}, over the {_MAX_INTEGER_SPAN} a histogram "
+                "supports; convert with `img_as_float` first"
+            )
+    return image
 
 
 def _pixel_value(image: np.ndarray, value: float | Sequence[float], parameter: str) -> np.ndarray:
@@ -382,7 +397,7 @@ class HistogramParams(OpParams):
 def _histogram(image: np.ndarray, params: HistogramParams) -> StepResult:
     _require_finite(image, "histogram")
     counts, centers = exposure.histogram(
-        _as_numeric(image),
+        histogram_input(image),
         nbins=params.bins,
         source_range=params.source_range,
         channel_axis=-1 if image.ndim == 3 else None,
@@ -402,7 +417,7 @@ class CumulativeDistributionParams(OpParams):
 def _cumulative_distribution(image: np.ndarray, params: CumulativeDistributionParams) -> StepResult:
     _require_finite(image, "cumulative_distribution")
     # Color images pool their channels; a flat view says so without skimage's warning.
-    cdf, centers = exposure.cumulative_distribution(_as_numeric(image).reshape(-1), params.bins)
+    cdf, centers = exposure.cumulative_distribution(histogram_input(image).reshape(-1), params.bins)
     return StepResult(image, {"cdf": cdf.tolist(), "bin_centers": centers.tolist()})
 
 
@@ -430,7 +445,7 @@ def _threshold(image: np.ndarray, params: ThresholdParams) -> StepResult:
             raise InvalidParameter("value", "only applies to `method` 'value'")
         _require_gray(image, "threshold")
         _require_finite(image, "threshold")
-        threshold = float(filters.threshold_otsu(_as_numeric(image)))
+        threshold = float(filters.threshold_otsu(histogram_input(image)))
     return StepResult(image > threshold, {"threshold": threshold})
 
 
@@ -501,7 +516,7 @@ def _rescale_intensity(image: np.ndarray, params: RescaleIntensityParams) -> Ste
     if params.high <= params.low:
         raise InvalidParameter("high", f"must be greater than `low` ({params.low})")
     _require_finite(image, "rescale_intensity")
-    image = _as_numeric(image)
+    image = histogram_input(image)
     p_low, p_high = np.percentile(image, (params.low, params.high))
     out = exposure.rescale_intensity(image, in_range=(p_low, p_high))
     return StepResult(out, {"in_range": [float(p_low), float(p_high)]})
@@ -518,7 +533,7 @@ class EqualizeHistParams(OpParams):
 
 def _equalize_hist(image: np.ndarray, params: EqualizeHistParams) -> StepResult:
     _require_finite(image, "equalize_hist")
-    numeric = _as_numeric(image)
+    numeric = histogram_input(image)
     # skimage pools the channels of a color image anyway; a flat view avoids its warning.
     out = exposure.equalize_hist(numeric.reshape(-1), nbins=params.nbins)
     return StepResult(out.reshape(image.shape))

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from skimage import color, exposure, util
 
 from workers.errors import InvalidParameter
+from workers.images.ops import histogram_input
 
 __all__ = [
     "ContrastReportParams",
@@ -114,7 +115,7 @@ def contrast_report_png(
     """
     if high <= low:
         raise InvalidParameter("high", f"must be greater than `low` ({low})")
-    gray = _report_gray(image)
+    gray = histogram_input(_report_gray(image))
     p_low, p_high = np.percentile(gray, (low, high))
     panels = {
         "Low contrast image": gray,

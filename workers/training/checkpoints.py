@@ -200,6 +200,9 @@ class ModelStore:
         _fsync_dir(self.root)
         shutil.rmtree(trash, ignore_errors=True)
 
+    def exists(self, model_id: str) -> bool:
+        return (self.root / validate_model_id(model_id)).is_dir()
+
     def cleanup(self, older_than_s: float = 0.0) -> int:
         """Remove what interrupted saves and deletes left behind; return how many.
 

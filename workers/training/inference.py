@@ -50,6 +50,9 @@ class LoadedModel:
         self.device = device
         self.in_features, self.out_features = io_features(config)
         self.is_ensemble = isinstance(module, Ensemble)
+        self._users = 0
+        self._released = False
+        self._users_lock = threading.Lock()
 
     @classmethod
     def from_tensors(
@@ -154,8 +157,36 @@ class LoadedModel:
         """Validate ``inputs`` and predict; see :meth:`validate_inputs` and :meth:`forward`."""
         return self.forward(self.validate_inputs(inputs))
 
+    def acquire(self) -> None:
+        """Hold the model for one request: :meth:`release` waits for holders to finish.
+
+        Raises
+        ------
+        ModelUnavailable
+            When the model has already been released.
+        """
+        with self._users_lock:
+            if self._released:
+                raise ModelUnavailable("the model was unloaded; retry the request")
+            self._users += 1
+
+    def checkin(self) -> None:
+        """End a hold taken with :meth:`acquire`."""
+        with self._users_lock:
+            self._users -= 1
+            free = self._released and self._users == 0
+        if free:
+            self._free()
+
     def release(self) -> None:
-        """Drop the module; a forward already running finishes, later calls are refused."""
+        """Drop the module once no request holds it (see :meth:`in_use`); later calls fail."""
+        with self._users_lock:
+            self._released = True
+            free = self._users == 0
+        if free:
+            self._free()
+
+    def _free(self) -> None:
         module, self._module = self._module, None
         del module
         if torch.device(self.device).type == "cuda":
@@ -217,6 +248,7 @@ class DynamicBatcher:
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self._in_batch = False
         self.forward_calls = 0
         self.requests = 0
 
@@ -245,9 +277,15 @@ class DynamicBatcher:
             self._worker = loop.create_task(self._run())
         return await pending.future
 
-    async def aclose(self) -> None:
-        """Stop the batcher; queued requests fail with :class:`ModelUnavailable`."""
+    async def aclose(self, *, drain: bool = False) -> None:
+        """Stop the batcher; queued requests fail with :class:`ModelUnavailable`.
+
+        With ``drain``, new submissions are refused at once but queued and running
+        batches finish first (a model replaced in the cache keeps its last requests).
+        """
         self._closed = True
+        while drain and (self._pending or self._in_batch) and not self._worker_done():
+            await asyncio.sleep(0.001)
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -271,7 +309,14 @@ class DynamicBatcher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout_at(deadline):
                         await arrived.wait()
-            await self._run_batch(self._take_batch())
+            self._in_batch = True
+            try:
+                await self._run_batch(self._take_batch())
+            finally:
+                self._in_batch = False
+
+    def _worker_done(self) -> bool:
+        return self._worker is None or self._worker.done()
 
     def _take_batch(self) -> list[_Pending]:
         batch = [self._pending.popleft()]
@@ -334,7 +379,14 @@ class ModelCache:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
 
-    def get_or_load(self, model_id: str, loader: Callable[[], LoadedModel]) -> LoadedModel:
+    def checkout(self, model_id: str, loader: Callable[[], LoadedModel]) -> LoadedModel:
+        """:meth:`get_or_load`, with the model held (:meth:`LoadedModel.acquire`) for the
+        caller before any other thread can evict it; end with :meth:`LoadedModel.checkin`."""
+        return self.get_or_load(model_id, loader, hold=True)
+
+    def get_or_load(
+        self, model_id: str, loader: Callable[[], LoadedModel], *, hold: bool = False
+    ) -> LoadedModel:
         """The cached model, or ``loader()``'s, cached; concurrent misses load once.
 
         Blocks while loading: call it from a thread when in an event loop.
@@ -342,11 +394,15 @@ class ModelCache:
         with self._lock:
             model = self._hit(model_id)
             if model is not None:
+                if hold:
+                    model.acquire()
                 return model
             loading = self._loading.setdefault(model_id, threading.Lock())
         with loading:
             with self._lock:
                 model = self._hit(model_id)
+                if model is not None and hold:
+                    model.acquire()
             if model is not None:
                 return model
             try:
@@ -356,6 +412,8 @@ class ModelCache:
                     self._loading.pop(model_id, None)
                 raise
             with self._lock:
+                if hold:
+                    model.acquire()
                 self._models[model_id] = model
                 # Only now: a miss arriving before the model is in the cache must
                 # find the lock and wait instead of loading a second copy.

@@ -44,6 +44,8 @@ def plan_lanes(devices: str, lanes_per_device: int, cuda_count: int | None = Non
             names = ["cpu"]
         else:
             names = [f"cuda:{i}" for i in range(cuda_count)]
+    if "cpu" in names and len(set(names)) > 1:
+        raise InvalidParameter("devices", "lanes are all `cpu` or all CUDA devices, not a mix")
     for name in names:
         if name != "cpu" and not (
             name.startswith("cuda:") and name[5:].isdigit() and int(name[5:]) < cuda_count
@@ -63,6 +65,7 @@ class Outcome:
 
 
 def _train_main(conn: Connection, config: dict[str, Any], device: str, cpu_threads: int) -> None:
+    _die_with_parent()
     if device == "cpu":
         # Yield the CPU to interactive work: a training never starves image ops.
         with contextlib.suppress(OSError):
@@ -111,48 +114,87 @@ def _train_main(conn: Connection, config: dict[str, Any], device: str, cpu_threa
 
 ProgressCallback = Callable[[str, dict[str, Any]], None]
 
+#: What a client is told to wait before resubmitting when the training queue is full.
+TRAINING_RETRY_AFTER_S = 10
+
+
+def _die_with_parent() -> None:
+    # Linux: the kernel kills this process when the API process dies, so a training
+    # never runs on unobserved after a crash of its parent.
+    with contextlib.suppress(Exception):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
 
 class DeviceLanes:
-    """Runs training jobs on device lanes behind a bounded queue."""
+    """Runs training jobs on device lanes behind a bounded queue.
 
-    def __init__(self, lanes: list[str], *, max_queued: int, cpu_threads: int = 1) -> None:
+    Parameters
+    ----------
+    lanes : list of str
+        Device names, one per concurrent job (see :func:`plan_lanes`).
+    max_queued : int
+        Jobs waiting for a lane before :meth:`submit` raises :class:`QueueFull`.
+    cpu_threads : int
+        torch threads of a training process on the CPU.
+    max_job_s : float
+        Wall-clock limit of one job; past it the process is killed and the job fails.
+    """
+
+    def __init__(
+        self, lanes: list[str], *, max_queued: int, cpu_threads: int = 1, max_job_s: float = 3600
+    ) -> None:
         if not lanes:
             raise InvalidInput("no training lanes configured")
         self.lanes = lanes
         self.max_queued = max_queued
         self.cpu_threads = cpu_threads
+        self.max_job_s = max_job_s
         self._ctx = multiprocessing.get_context("spawn")
         self._queue: asyncio.Queue[tuple[str, dict[str, Any], asyncio.Future[Outcome]]] | None = (
             None
         )
+        self._waiting: dict[str, asyncio.Future[Outcome]] = {}
         self._runners: list[asyncio.Task[None]] = []
         self._running: dict[str, tuple[BaseProcess, Connection]] = {}
-        self._io = ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="lane-io")
+        self._io = ThreadPoolExecutor(max_workers=len(lanes) + 1, thread_name_prefix="lane-io")
         self.on_start: Callable[[str, str], None] = lambda job_id, device: None
         self.on_progress: ProgressCallback = lambda job_id, progress: None
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue(maxsize=self.max_queued)
+        self._queue = asyncio.Queue()
         self._runners = [
             asyncio.create_task(self._run_lane(device), name=f"lane-{i}-{device}")
             for i, device in enumerate(self.lanes)
         ]
 
     async def stop(self) -> None:
+        # Kill first: a runner cancelled mid-job would forget its process.
+        for process, _ in list(self._running.values()):
+            process.kill()
         for task in self._runners:
             task.cancel()
         for task in self._runners:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for process, conn in list(self._running.values()):
-            process.kill()
-            process.join(timeout=5)
-            conn.close()
         self._running.clear()
+        for future in self._waiting.values():
+            future.cancel()
+        self._waiting.clear()
         self._io.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def alive(self) -> bool:
+        return bool(self._runners) and not any(task.done() for task in self._runners)
+
+    @property
+    def has_cuda(self) -> bool:
+        return any(lane.startswith("cuda") for lane in self.lanes)
+
     def queued(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
+        return len(self._waiting)
 
     def running(self) -> list[str]:
         return list(self._running)
@@ -166,25 +208,31 @@ class DeviceLanes:
             When ``max_queued`` jobs are already waiting.
         """
         assert self._queue is not None, "lanes not started"
+        if not self.has_room():
+            raise self.queue_full()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait((job_id, config, future))
-        except asyncio.QueueFull:
-            raise QueueFull(
-                f"{self.max_queued} trainings are already waiting; retry later",
-                retry_after_s=10,
-            ) from None
+        self._waiting[job_id] = future
+        self._queue.put_nowait((job_id, config, future))
         return future
 
-    @property
-    def has_cuda(self) -> bool:
-        return any(lane.startswith("cuda") for lane in self.lanes)
-
     def has_room(self) -> bool:
-        return self._queue is not None and not self._queue.full()
+        return len(self._waiting) < self.max_queued
+
+    def queue_full(self) -> QueueFull:
+        return QueueFull(
+            f"{self.max_queued} trainings are already waiting; retry later",
+            retry_after_s=TRAINING_RETRY_AFTER_S,
+        )
 
     def cancel(self, job_id: str) -> None:
-        """Ask a running job to stop at its next report; killed after a grace period."""
+        """Drop a queued job, or ask a running one to stop at its next report.
+
+        A running job that has not stopped after :data:`CANCEL_GRACE_S` is killed.
+        """
+        waiting = self._waiting.pop(job_id, None)
+        if waiting is not None:
+            waiting.cancel()
+            return
         entry = self._running.get(job_id)
         if entry is None:
             return
@@ -196,43 +244,59 @@ class DeviceLanes:
 
     async def _run_lane(self, device: str) -> None:
         assert self._queue is not None
-        loop = asyncio.get_running_loop()
         while True:
             job_id, config, future = await self._queue.get()
+            self._waiting.pop(job_id, None)
             if future.done():  # cancelled while queued
                 continue
-            parent, child = self._ctx.Pipe(duplex=True)
-            # `auto` and `cuda` go where the lane is; an explicit `cpu` stays on the CPU.
-            placed = "cpu" if config.get("device") == "cpu" else device
-            process = self._ctx.Process(
-                target=_train_main,
-                args=(child, config, placed, self.cpu_threads),
-                daemon=True,
-                name=f"tensorlens-train-{job_id[:8]}",
-            )
+            try:
+                outcome = await self._run_job(job_id, config, device)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the lane must outlive any one job
+                outcome = Outcome("failed", reason=f"the lane failed: {type(exc).__name__}: {exc}")
+            if not future.done():
+                future.set_result(outcome)
+
+    async def _run_job(self, job_id: str, config: dict[str, Any], device: str) -> Outcome:
+        loop = asyncio.get_running_loop()
+        parent, child = self._ctx.Pipe(duplex=True)
+        # `auto` and `cuda` go where the lane is; an explicit `cpu` stays on the CPU.
+        placed = "cpu" if config.get("device") == "cpu" else device
+        process = self._ctx.Process(
+            target=_train_main,
+            args=(child, config, placed, self.cpu_threads),
+            daemon=True,
+            name=f"tensorlens-train-{job_id[:8]}",
+        )
+        try:
             process.start()
             child.close()
             self._running[job_id] = (process, parent)
-            self.on_start(job_id, device)
-            outcome: Outcome | None = None
-            try:
-                while outcome is None:
-                    try:
-                        kind, payload = await loop.run_in_executor(self._io, parent.recv)
-                    except (EOFError, OSError):
-                        await loop.run_in_executor(self._io, process.join, 5)
-                        outcome = Outcome(
-                            "failed",
-                            reason=f"the training process died (exit code {process.exitcode})",
-                        )
-                        break
-                    if kind == "progress":
-                        self.on_progress(job_id, payload)
-                    else:
-                        outcome = payload
-            finally:
-                self._running.pop(job_id, None)
-                parent.close()
-            await loop.run_in_executor(self._io, process.join, 10)
-            if not future.done():
-                future.set_result(outcome)
+            self.on_start(job_id, placed)
+            deadline = loop.time() + self.max_job_s
+            while True:
+                remaining = deadline - loop.time()
+                try:
+                    kind, payload = await asyncio.wait_for(
+                        loop.run_in_executor(self._io, parent.recv), max(remaining, 0)
+                    )
+                except TimeoutError:
+                    process.kill()
+                    return Outcome("failed", reason=f"over the time limit of {self.max_job_s:g} s")
+                except (EOFError, OSError):
+                    await loop.run_in_executor(self._io, process.join, 5)
+                    return Outcome(
+                        "failed",
+                        reason=f"the training process died (exit code {process.exitcode})",
+                    )
+                if kind == "progress":
+                    self.on_progress(job_id, payload)
+                else:
+                    return payload
+        finally:
+            self._running.pop(job_id, None)
+            if process.is_alive():
+                await loop.run_in_executor(self._io, process.join, 10)
+                process.kill()
+            parent.close()

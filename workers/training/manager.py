@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from workers.errors import InvalidParameter, QueueFull
+from workers.errors import InvalidParameter
 from workers.training.checkpoints import ModelStore
 from workers.training.configs import RegressionConfig, SpiralConfig
 from workers.training.jobs import Job, JobEvent, JobStore
@@ -30,25 +29,36 @@ class TrainingManager:
         self.lanes = lanes
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._outcomes: dict[str, asyncio.Future[Outcome]] = {}
+        self._closing = False
         lanes.on_start = self._started
         lanes.on_progress = self._progress
 
     async def start(self) -> list[str]:
-        """Fail what a previous process left queued or running; start the lanes."""
+        """Reconcile what a previous process left behind, then start the lanes.
+
+        A job whose model was written before the process stopped succeeded; every
+        other queued or running job failed with reason ``interrupted``. Temporary
+        directories of interrupted model writes are removed.
+        """
+        self.models.cleanup()
+        for job in self.jobs.list(limit=1000, status="running").items:
+            if self.models.exists(job.id):
+                metadata = self.models.get(job.id).metadata
+                self.jobs.set_succeeded(job.id, job.id, metadata.get("final_metrics", {}))
         interrupted = self.jobs.recover_interrupted()
         if interrupted:
             log.warning("marked %d interrupted training job(s) failed", len(interrupted))
+        self._closing = False
         await self.lanes.start()
         return interrupted
 
     async def stop(self) -> None:
+        """Stop the lanes, let model writes in progress finish, end the event streams."""
         await self.lanes.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=30)
+        self._closing = True
+        await self._notify()
         # Jobs cut short by the shutdown are failed now rather than at the next start.
         self.jobs.recover_interrupted()
 
@@ -57,19 +67,17 @@ class TrainingManager:
 
         Raises
         ------
+        InvalidParameter
+            For ``device: cuda`` on a server without CUDA lanes.
         QueueFull
             When the training queue is full; nothing is stored then.
         """
         if config.device == "cuda" and not self.lanes.has_cuda:
             raise InvalidParameter("device", "no CUDA device is available on this server")
         if not self.lanes.has_room():
-            raise QueueFull(
-                f"{self.lanes.max_queued} trainings are already waiting; retry later",
-                retry_after_s=10,
-            )
+            raise self.lanes.queue_full()
         job = self.jobs.create(config.model_dump(mode="json"))
         outcome = self.lanes.submit(job.id, job.config)
-        self._outcomes[job.id] = outcome
         task = asyncio.get_running_loop().create_task(self._finish(job.id, outcome))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -77,10 +85,7 @@ class TrainingManager:
 
     async def cancel(self, job_id: str) -> Job:
         job = self.jobs.request_cancel(job_id)
-        if job.status == "running":
-            self.lanes.cancel(job_id)
-        elif job.status == "cancelled" and job_id in self._outcomes:
-            self._outcomes[job_id].cancel()  # still queued: the lane skips it
+        self.lanes.cancel(job_id)
         await self._notify()
         return job
 
@@ -92,6 +97,8 @@ class TrainingManager:
                 job = self.jobs.get(job_id)
                 new = self.jobs.events(job_id, seq)
                 if not new and not job.finished:
+                    if self._closing:
+                        return
                     await self._changed.wait()
                     continue
             for event in new:
@@ -124,12 +131,10 @@ class TrainingManager:
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if outcome_future.cancelled() and current is not None and not current.cancelling():
-                return  # cancelled while queued; the store already says so
+                return  # cancelled while queued (or at shutdown); the store says so
             raise
-        finally:
-            self._outcomes.pop(job_id, None)
         job = self.jobs.get(job_id)
-        if job.finished:  # cancelled while queued
+        if job.finished:
             return
         if outcome.status == "succeeded":
             assert outcome.weights is not None and outcome.metadata is not None
@@ -141,7 +146,8 @@ class TrainingManager:
                 self.jobs.set_failed(job_id, f"saving the model failed: {exc}")
             else:
                 self.jobs.set_succeeded(job_id, job_id, metadata["final_metrics"])
-        elif outcome.status == "cancelled":
+        elif outcome.status == "cancelled" or job.cancel_requested:
+            # Also a job killed after the cancel grace period: it was still cancelled.
             self.jobs.set_cancelled(job_id)
         else:
             self.jobs.set_failed(job_id, outcome.reason or "failed")

@@ -35,26 +35,36 @@ class ModelServer:
         self.max_batch_size = max_batch_size
         self.max_queue_delay_ms = max_queue_delay_ms
         self._batchers: dict[str, tuple[LoadedModel, DynamicBatcher]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def model(self, model_id: str) -> LoadedModel:
-        """The loaded model; raises NotFound, or ModelUnavailable when its files are damaged."""
+        """The loaded model; raises NotFound, or ModelUnavailable when its files are damaged.
+
+        A cached model was verified when it was loaded, so a hit reads no files.
+        """
+        return await asyncio.to_thread(
+            self.cache.get_or_load, model_id, lambda: self._load(model_id)
+        )
+
+    def _load(self, model_id: str) -> LoadedModel:
         info = self.store.get(model_id)
         if not info.valid:
             raise ModelUnavailable(
                 f"model {model_id} cannot be served: {info.reason}", model_id=model_id
             )
-        return await asyncio.to_thread(
-            self.cache.get_or_load,
-            model_id,
-            lambda: LoadedModel.from_store(self.store, model_id, self.device),
-        )
+        return LoadedModel.from_store(self.store, model_id, self.device)
 
     async def predict(self, model_id: str, inputs: Any) -> tuple[LoadedModel, Prediction]:
-        model = await self.model(model_id)
-        if not self.batching:
-            rows = model.validate_inputs(inputs)
-            return model, await asyncio.to_thread(model.forward, rows)
-        return model, await self._batcher(model_id, model).submit(inputs)
+        # The model is held from the cache lookup to the end of its forward pass, so an
+        # eviction meanwhile frees it only afterwards.
+        model = await asyncio.to_thread(self.cache.checkout, model_id, lambda: self._load(model_id))
+        try:
+            if not self.batching:
+                rows = model.validate_inputs(inputs)
+                return model, await asyncio.to_thread(model.forward, rows)
+            return model, await self._batcher(model_id, model).submit(inputs)
+        finally:
+            model.checkin()
 
     async def unload(self, model_id: str) -> None:
         entry = self._batchers.pop(model_id, None)
@@ -66,15 +76,18 @@ class ModelServer:
         for _, batcher in self._batchers.values():
             await batcher.aclose()
         self._batchers.clear()
+        if self._closing:
+            await asyncio.wait(list(self._closing))
         self.cache.clear()
 
     def _batcher(self, model_id: str, model: LoadedModel) -> DynamicBatcher:
         entry = self._batchers.get(model_id)
         if entry is not None and entry[0] is model:
             return entry[1]
-        # A new or reloaded model; batchers of evicted models go with them.
-        for stale in [k for k in self._batchers if k not in self.cache]:
-            asyncio.get_running_loop().create_task(self._batchers.pop(stale)[1].aclose())
+        # A new or reloaded model: batchers of models no longer loaded go with them.
+        stale = [k for k, (m, _) in self._batchers.items() if k == model_id or k not in self.cache]
+        for key in stale:
+            self._close_later(self._batchers.pop(key)[1])
         batcher = DynamicBatcher(
             model.forward,
             max_batch_size=self.max_batch_size,
@@ -83,3 +96,8 @@ class ModelServer:
         )
         self._batchers[model_id] = (model, batcher)
         return batcher
+
+    def _close_later(self, batcher: DynamicBatcher) -> None:
+        task = asyncio.get_running_loop().create_task(batcher.aclose(drain=True))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)

@@ -4,6 +4,7 @@ import time
 import tracemalloc
 import warnings
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from workers.errors import (
     InvalidParameter,
     UnsupportedMediaType,
 )
-from workers.images import SUPPORTED_FORMATS, decode_image, encode_png, summarize
+from workers.images import SUPPORTED_FORMATS, codec, decode_image, encode_png, summarize
 
 MAX_PIXELS = 10_000_000
 
@@ -47,23 +48,32 @@ def png_chunk(kind: bytes, payload: bytes) -> bytes:
     )
 
 
-def read_png16(payload: bytes) -> tuple[dict[str, int], np.ndarray]:
-    """Independent reader for the 16-bit PNGs encode_png writes (filter 0, one IDAT)."""
+def png_chunks(payload: bytes) -> Iterator[tuple[bytes, bytes]]:
     assert payload[:8] == b"\x89PNG\r\n\x1a\n"
-    position, chunks = 8, {}
+    position = 8
     while position < len(payload):
         (length,) = struct.unpack(">I", payload[position : position + 4])
         kind = payload[position + 4 : position + 8]
         body = payload[position + 8 : position + 8 + length]
         (crc,) = struct.unpack(">I", payload[position + 8 + length : position + 12 + length])
         assert crc == zlib.crc32(kind + body), kind
-        chunks[kind] = chunks.get(kind, b"") + body
+        yield kind, body
         position += 12 + length
+
+
+def read_png(payload: bytes) -> tuple[dict[str, int], np.ndarray]:
+    """Independent reader for the PNGs encode_png writes (8 or 16 bits, filter 0)."""
+    chunks: dict[bytes, bytes] = {}
+    for kind, body in png_chunks(payload):
+        chunks[kind] = chunks.get(kind, b"") + body
     width, height, depth, color_type, *_ = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
     channels = {0: 1, 4: 2, 2: 3, 6: 4}[color_type]
     raw = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), dtype=np.uint8).reshape(height, -1)
     assert (raw[:, 0] == 0).all()
-    pixels = raw[:, 1:].copy().view(">u2").astype(np.uint16).reshape(height, width, channels)
+    samples = raw[:, 1:].copy()
+    if depth == 16:
+        samples = samples.view(">u2").astype(np.uint16)
+    pixels = samples.reshape(height, width, channels)
     header = {"width": width, "height": height, "depth": depth, "color_type": color_type}
     return header, pixels
 
@@ -393,7 +403,7 @@ def test_uint16_any_channel_count_is_a_16_bit_png(channels):
     rng = np.random.default_rng(channels)
     image = rng.integers(0, 65536, size=(9, 13, channels), dtype=np.uint16)
     payload = encode_png(image)
-    header, pixels = read_png16(payload)
+    header, pixels = read_png(payload)
     assert header == {
         "width": 13,
         "height": 9,
@@ -415,7 +425,7 @@ def test_int16_is_shifted_into_uint16():
 
 def test_int16_color_is_shifted_into_uint16():
     image = util.img_as_int(RGB)
-    _, pixels = read_png16(encode_png(image))
+    _, pixels = read_png(encode_png(image))
     assert_array_equal(pixels, image.astype(np.int32) + 32768)
 
 
@@ -478,8 +488,100 @@ def test_compress_level_is_validated_and_used():
 def test_encode_accepts_non_contiguous_views():
     view = RGB[::2, ::-1, ::-1]
     assert_array_equal(decode(encode_png(view)), view)
-    _, pixels = read_png16(encode_png(util.img_as_uint(RGB)[:, ::-1]))
+    _, pixels = read_png(encode_png(util.img_as_uint(RGB)[:, ::-1]))
     assert_array_equal(pixels, util.img_as_uint(RGB)[:, ::-1])
+
+
+def pillow_decode(payload: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(payload)) as image:
+        assert image.format == "PNG"
+        return np.array(image)
+
+
+def as_pillow_reads_it(image: np.ndarray) -> np.ndarray:
+    """The array Pillow's PNG reader returns for `image` written by encode_png."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[:, :, 0]
+    if image.dtype == np.uint16 and image.ndim == 3:
+        # Pillow reads 16-bit color at 8 bits (the high byte), and gray + alpha as RGBA.
+        high = (image >> 8).astype(np.uint8)
+        return high[:, :, [0, 0, 0, 1]] if image.shape[2] == 2 else high
+    return image
+
+
+def assert_png_holds(payload: bytes, image: np.ndarray) -> None:
+    """Check `payload` against `image` with our reader (every bit) and with Pillow's."""
+    height, width = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    header, pixels = read_png(payload)
+    assert header == {
+        "width": width,
+        "height": height,
+        "depth": 8 * image.dtype.itemsize,
+        "color_type": {1: 0, 2: 4, 3: 2, 4: 6}[channels],
+    }
+    assert_array_equal(pixels, image.reshape(height, width, channels))
+    decoded = pillow_decode(payload)
+    expected = as_pillow_reads_it(image)
+    assert decoded.dtype == expected.dtype
+    assert_array_equal(decoded, expected)
+
+
+SHAPES = {
+    "gray": (9, 13),
+    "hw1": (9, 13, 1),
+    "la": (9, 13, 2),
+    "rgb": (9, 13, 3),
+    "rgba": (9, 13, 4),
+    "1x1": (1, 1),
+    "1x1-rgba": (1, 1, 4),
+    "wide": (1, 3001),
+    "tall": (3001, 1),
+    "wide-rgb": (1, 777, 3),
+    "tall-la": (777, 1, 2),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+def test_png_round_trips_exactly(shape, dtype):
+    rng = np.random.default_rng(len(shape) * 10_000 + shape[0] + shape[1])
+    image = rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype, endpoint=True)
+    assert_png_holds(encode_png(image), image)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.uint16, np.int16, np.float64])
+def test_single_black_pixel(dtype):
+    payload = encode_png(np.zeros((1, 1), dtype))
+    expected = np.array([[32768 if dtype == np.int16 else 0]])
+    assert_array_equal(read_png(payload)[1][:, :, 0], expected)
+    assert_array_equal(pillow_decode(payload), expected)
+
+
+@pytest.mark.parametrize("compress_level", [0, 9])
+@pytest.mark.parametrize("image", [RGB, util.img_as_uint(RGB)], ids=["uint8", "uint16"])
+def test_lowest_and_highest_compress_levels_round_trip(image, compress_level):
+    assert_png_holds(encode_png(image, compress_level=compress_level), image)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [RGB, util.img_as_uint(GRAY), RGB[:63, ::-1]],
+    ids=["uint8-rgb", "uint16-gray", "partial-last-block"],
+)
+def test_images_larger_than_a_block_span_several_idat_chunks(image, monkeypatch):
+    monkeypatch.setattr(codec, "_BLOCK_BYTES", 1000)
+    payload = encode_png(image, compress_level=9)
+    assert sum(kind == b"IDAT" for kind, _ in png_chunks(payload)) > 1
+    assert_png_holds(payload, image)
+
+
+def test_float_scale_is_chosen_from_the_whole_image_not_each_block(monkeypatch):
+    monkeypatch.setattr(codec, "_BLOCK_BYTES", 100)
+    image = np.linspace(0, 1, 40 * 30).reshape(40, 30)
+    image[-1, -1] = -1  # only the last block is negative; every row uses the [-1, 1] scale
+    expected = np.rint((image + 1) * 127.5).astype(np.uint8)
+    assert_array_equal(pillow_decode(encode_png(image)), expected)
 
 
 # --------------------------------------------------------------------------- summaries
