@@ -54,6 +54,11 @@ class Metrics:
         self.workers_alive = Gauge(
             "tensorlens_workers_alive", "Worker processes alive.", registry=self.registry
         )
+        self.worker_restarts = Gauge(
+            "tensorlens_worker_restarts",
+            "Worker processes replaced (died or killed after a timeout).",
+            registry=self.registry,
+        )
         self.trainings_queued = Gauge(
             "tensorlens_trainings_queued", "Trainings waiting for a lane.", registry=self.registry
         )
@@ -69,6 +74,7 @@ class Metrics:
         self.queue_depth.set_function(lambda: stats().queue_depth)
         self.in_flight.set_function(lambda: stats().in_flight)
         self.workers_alive.set_function(lambda: stats().workers_alive)
+        self.worker_restarts.set_function(lambda: stats().restarts)
 
 
 class RequestContextMiddleware:

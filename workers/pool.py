@@ -57,6 +57,7 @@ class PoolStats:
     queue_depth: int
     queue_capacity: int
     in_flight: int
+    restarts: int
 
 
 class WorkerPool(Protocol):
@@ -208,6 +209,7 @@ class LocalPool:
             queue_depth=self._queue.qsize() if self._queue is not None else 0,
             queue_capacity=self.max_queue_depth,
             in_flight=self._in_flight,
+            restarts=self.restarts,
         )
 
     def worker_pids(self) -> list[int]:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from service.deps import MetricsDep, PoolDep
+from service.deps import MetricsDep, PoolDep, TrainingsDep
 from service.errors import problem_responses
 from workers.errors import PoolUnavailable
 
@@ -24,6 +24,7 @@ class Readiness(BaseModel):
     queue_depth: int
     queue_capacity: int
     in_flight: int
+    restarts: int
 
 
 @router.get("/healthz", response_model=Health, status_code=200)
@@ -33,10 +34,12 @@ async def live() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, status_code=200, responses=problem_responses(503))
-async def ready(pool: PoolDep) -> Readiness:
-    """The worker pool is started and every worker is alive."""
+async def ready(pool: PoolDep, trainings: TrainingsDep) -> Readiness:
+    """The worker pool is started, every worker is alive and the training lanes run."""
     if not pool.ready:
         raise PoolUnavailable("the worker pool is not ready")
+    if not trainings.lanes.alive:
+        raise PoolUnavailable("the training lanes are not running")
     stats = pool.stats()
     return Readiness(status="ready", **stats.__dict__)
 

@@ -267,8 +267,8 @@ class JobStore:
     def request_cancel(self, job_id: str) -> Job:
         """Ask for a job to stop: a queued one is cancelled now, a running one is flagged.
 
-        The trainer polls :meth:`cancel_requested` at its report points and the worker
-        then calls :meth:`set_cancelled`. A finished job is returned unchanged.
+        The lanes tell the running training to stop at its next report, then the job
+        is set cancelled (:meth:`set_cancelled`). A finished job is returned unchanged.
 
         Raises
         ------
@@ -286,16 +286,6 @@ class JobStore:
             elif job.status == "running":
                 db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             return self._get(db, job_id)
-
-    def cancel_requested(self, job_id: str) -> bool:
-        """Whether a stop was asked for; cheap enough to poll at every report point."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"job {job_id} not found", kind="job", name=job_id)
-        return bool(row[0])
 
     def events(self, job_id: str, after_seq: int = 0, limit: int | None = None) -> list[JobEvent]:
         """The job's progress reports with ``seq > after_seq``, oldest first.

@@ -72,7 +72,6 @@ def test_unknown_jobs_are_not_found(store):
         store.set_running,
         store.set_cancelled,
         store.request_cancel,
-        store.cancel_requested,
         store.events,
     ):
         with pytest.raises(NotFound):
@@ -98,10 +97,10 @@ def test_cancel_requests(store):
     assert store.request_cancel(queued.id).status == "cancelled"
     running = store.create(CONFIG)
     store.set_running(running.id)
-    assert not store.cancel_requested(running.id)
+    assert not store.get(running.id).cancel_requested
     flagged = store.request_cancel(running.id)
     assert flagged.status == "running" and flagged.cancel_requested
-    assert store.cancel_requested(running.id)
+    assert store.get(running.id).cancel_requested
     assert store.set_cancelled(running.id).status == "cancelled"
     assert store.request_cancel(running.id).status == "cancelled"
 
@@ -171,6 +170,6 @@ def test_two_processes_worth_of_connections_see_each_other(tmp_path):
     job = api.create(CONFIG)
     worker.set_running(job.id)
     api.request_cancel(job.id)
-    assert worker.cancel_requested(job.id)
+    assert worker.get(job.id).cancel_requested
     api.close()
     worker.close()
