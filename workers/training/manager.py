@@ -57,10 +57,11 @@ class TrainingManager:
         await self.lanes.stop()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=30)
+        # Jobs cut short by the shutdown are failed now rather than at the next start,
+        # so their event streams end with that.
+        self.jobs.recover_interrupted()
         self._closing = True
         await self._notify()
-        # Jobs cut short by the shutdown are failed now rather than at the next start.
-        self.jobs.recover_interrupted()
 
     def submit(self, config: SpiralConfig | RegressionConfig) -> Job:
         """Store a queued job and put it on the lanes.
