@@ -1,27 +1,35 @@
 """Predictions over HTTP: one model, 1 and many concurrent clients, batching off and on.
 
 1. Trains one model through the live service: by default the notes' spiral ReLU MLP
-   (hidden [100], Adam lr 1e-3, 3 classes of 1000 points; ``--epochs`` of them, since
-   accuracy does not change what a forward pass costs).
+   (hidden [100], Adam lr 1e-3, weight decay 1e-5, 3 classes of 1000 points) for
+   ``--epochs``; accuracy does not change what a forward pass costs.
 2. Baseline, in this process: :meth:`LoadedModel.forward` of that model loaded from the
-   store, per call, for 1 row, for 64 rows and for each measured request shape, on the
-   device the servers use.
+   store, per call, for 1 row, 64 rows and each measured request shape, on the device
+   the servers use, with torch's default thread count (the servers') and with 1 thread.
 3. Throughput: two ``python -m service`` processes on free loopback ports, one with
    ``TENSORLENS_BATCHING=false`` and one with ``true`` (each with its own data dir
    holding a copy of the model), asked for ``POST /v1/models/{id}/predict`` by 1 and
    by ``--clients`` concurrent clients for ``--seconds`` per phase. Requests carry
-   ``--rows`` rows each (a comma-separated list explores several shapes). The phases
-   alternate off/on within every round so a machine getting busier or quieter affects
-   both. Each phase also reports the CPU time the server and the client processes used
-   per wall second (100% = one core), which says which side is the bottleneck.
+   ``--rows`` rows each (a comma-separated list explores several shapes). Phases
+   alternate off/on within every round, so a machine getting busier or quieter affects
+   both. Each phase reports the CPU time of the server process (all its threads) per
+   request and per wall second, that of its event loop's thread, and the client's: a
+   client process or the server's loop near 100% of a core is the bottleneck.
    Target: batching on at 64 clients gives at least 5x batching off.
 
-Every response is checked for its status; before timing, each server's answer is
-compared with the baseline forward on the same inputs, so a fast wrong answer cannot
-pass for a fast right one. Both servers are stopped at the end, also on error.
+Before timing, each server's answer is compared with the baseline forward on the same
+inputs, so a fast wrong answer cannot pass for a fast right one; while timing, only
+the status is checked. Both servers are stopped at the end, also on error.
 
-    .venv/bin/python bench/inference.py [--rows 1,16] [--clients 64] [--seconds 4]
-        [--rounds 2] [--device auto|cpu|cuda] [--hidden 100] [--client-procs 1]
+The default client (``--client raw``) is a keep-alive HTTP/1.1 loop over asyncio
+streams: ``httpx.AsyncClient`` with a pool of 64 connections spends tens of
+milliseconds of CPU per request in its pool on a 2-core machine and would be the
+bottleneck (``--client httpx`` shows it). ``--client-procs`` spreads the clients over
+several processes.
+
+    .venv/bin/python bench/inference.py [--rows 1,16] [--clients 64] [--seconds 3]
+        [--rounds 2] [--device auto|cpu|cuda] [--hidden 100] [--epochs 300]
+        [--client raw|httpx] [--client-procs 1] [--env TENSORLENS_X=Y ...]
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +60,7 @@ import httpx
 import numpy as np
 import torch
 
+from workers.errors import InvalidParameter
 from workers.training import LoadedModel, ModelStore, resolve_device
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -60,13 +69,14 @@ SHUTDOWN_TIMEOUT_S = 15.0
 TRAINING_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 30.0
 MAX_REQUESTS_PER_CLIENT = 1_000_000  # a bound even if the clock misbehaves
-BASELINE_BUDGET_S = 0.5  # per baseline row
+BASELINE_BUDGET_S = 0.4  # per baseline cell
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 JSON = {"Content-Type": "application/json"}
+SERVER_DEFAULTS = "max_batch_size 1024, max_queue_delay_ms 2"  # service/settings.py
 
 
 def training_config(hidden: list[int], epochs: int, device: str) -> dict[str, object]:
-    """The notes' spiral ReLU MLP; ``hidden`` and ``epochs`` as asked."""
+    """The notes' spiral ReLU MLP with ``hidden`` layers, trained for ``epochs``."""
     return {
         "task": "spiral",
         "data": {"points_per_class": 1000, "classes": 3, "seed": 12345},
@@ -87,7 +97,6 @@ class Server:
     base_url: str
     process: subprocess.Popen[bytes]
     log_path: Path
-    env: dict[str, str]
 
 
 def _free_port() -> int:
@@ -120,7 +129,7 @@ def live_server(name: str, data_dir: Path, settings: dict[str, str]) -> Iterator
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = Server(name, f"http://127.0.0.1:{port}", process, log_path, env)
+    server = Server(name, f"http://127.0.0.1:{port}", process, log_path)
     try:
         _wait_until_ready(server)
         yield server
@@ -154,8 +163,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=SHUTDOWN_TIMEOUT_S)
 
 
-def train_model(base_url: str, config: dict[str, object]) -> tuple[str, dict[str, object]]:
-    """Submit ``config``, wait for the job; returns the model id and the last progress."""
+def train_model(base_url: str, config: dict[str, object]) -> tuple[str, dict[str, float]]:
+    """Submit ``config`` and wait for it; returns the model id and the last progress."""
     with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
         response = client.post("/v1/trainings", json=config)
         if response.status_code != 202:
@@ -172,38 +181,41 @@ def train_model(base_url: str, config: dict[str, object]) -> tuple[str, dict[str
     raise RuntimeError(f"training did not finish within {TRAINING_TIMEOUT_S:g} s")
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process ``pid`` (all its threads), from /proc; None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
+def _cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """User + system CPU seconds of process ``pid``: all its threads, and its main thread
+    (the server's event loop). From /proc; None where there is none."""
+    used = []
+    for stat in (Path(f"/proc/{pid}/stat"), Path(f"/proc/{pid}/task/{pid}/stat")):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        used.append((int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S)
+    return used[0], used[1]
 
 
 # --------------------------------------------------------------------------- baseline
-
-
-def time_forward(model: LoadedModel, inputs: np.ndarray) -> float:
-    """Median seconds per :meth:`LoadedModel.forward` call, over batches of calls."""
-    for _ in range(20):
-        model.forward(inputs)
-    per_call = []
-    deadline = time.perf_counter() + BASELINE_BUDGET_S
-    for _ in range(1000):
-        started = time.perf_counter()
-        for _ in range(10):
-            model.forward(inputs)
-        per_call.append((time.perf_counter() - started) / 10)
-        if time.perf_counter() > deadline and len(per_call) >= 5:
-            break
-    return statistics.median(per_call)
 
 
 def make_inputs(rows: int, seed: int) -> np.ndarray:
     """Points in the spiral's square, rounded so that JSON carries them exactly."""
     rng = np.random.default_rng(seed)
     return np.round(rng.uniform(-1, 1, size=(rows, 2)), 4).astype(np.float32)
+
+
+def time_forward(model: LoadedModel, inputs: np.ndarray) -> tuple[float, float]:
+    """(median, fastest) seconds per :meth:`LoadedModel.forward` call."""
+    for _ in range(5):
+        model.forward(inputs)
+    per_call = []
+    deadline = time.perf_counter() + BASELINE_BUDGET_S
+    for _ in range(100_000):
+        started = time.perf_counter()
+        model.forward(inputs)
+        per_call.append(time.perf_counter() - started)
+        if time.perf_counter() > deadline and len(per_call) >= 5:
+            break
+    return statistics.median(per_call), min(per_call)
 
 
 def check_answer(base_url: str, model_id: str, model: LoadedModel, inputs: np.ndarray) -> None:
@@ -219,21 +231,39 @@ def check_answer(base_url: str, model_id: str, model: LoadedModel, inputs: np.nd
 # --------------------------------------------------------------------------- load
 
 
-@dataclass
-class Phase:
-    server: str
-    rows: int
-    clients: int
-    requests: int
-    errors: int
-    seconds: float
-    latencies_s: list[float]
-    client_cpu_s: float
-    server_cpu_s: float | None
+class _RawConnection:
+    """One keep-alive HTTP/1.1 connection posting one prepared request again and again."""
 
-    @property
-    def rate(self) -> float:
-        return self.requests / self.seconds
+    def __init__(self, host: str, port: int, request: bytes) -> None:
+        self.host, self.port, self.request = host, port, request
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def open(self) -> None:
+        self.close()
+        self._streams = await asyncio.open_connection(self.host, self.port)
+
+    async def send(self) -> int:
+        if self._streams is None:
+            await self.open()
+        assert self._streams is not None
+        reader, writer = self._streams
+        try:
+            writer.write(self.request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    await reader.readexactly(int(value))
+                    return int(head[9:12])
+            raise RuntimeError(f"response without Content-Length: {head!r}")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.close()  # the next send reconnects
+            raise
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
 
 
 async def _drive(
@@ -244,32 +274,56 @@ async def _drive(
     seconds: float,
     start_at: float | None,
     server_pid: int,
-) -> tuple[int, int, float, list[float], float, float | None]:
-    """``clients`` loops posting ``body`` until ``seconds`` after the start.
+    client_kind: str,
+) -> tuple[int, int, float, list[float], float, tuple[float, float] | None]:
+    """``clients`` loops posting ``body`` to ``path`` until ``seconds`` after the start.
 
-    Returns (requests, errors, elapsed s, latencies, client CPU s, server CPU s).
+    Returns (requests, errors, elapsed s, latencies s, client CPU s, server CPU s (process,
+    event loop)).
     Requests in flight at the deadline finish and count; so does their time.
     """
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    url = httpx.URL(base_url)
     latencies: list[float] = []
     errors = 0
-    async with httpx.AsyncClient(
-        base_url=base_url, limits=limits, timeout=REQUEST_TIMEOUT_S
-    ) as client:
-        # Open every connection before the clock starts.
-        await asyncio.gather(*(client.get("/healthz") for _ in range(clients)))
+    async with contextlib.AsyncExitStack() as stack:
+        senders: list[Callable[[], Awaitable[int]]]
+        if client_kind == "raw":
+            request = (
+                f"POST {path} HTTP/1.1\r\nHost: {url.netloc.decode()}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+            connections = [_RawConnection(url.host, url.port, request) for _ in range(clients)]
+            for connection in connections:
+                stack.callback(connection.close)
+                await connection.open()  # every connection opens before the clock starts
+            senders = [connection.send for connection in connections]
+        else:
+            limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=base_url, limits=limits, timeout=REQUEST_TIMEOUT_S)
+            )
+            await asyncio.gather(*(client.get("/healthz") for _ in range(clients)))
+
+            async def post() -> int:
+                return (await client.post(path, content=body, headers=JSON)).status_code
+
+            senders = [post] * clients
         if start_at is not None:
             await asyncio.sleep(max(0.0, start_at - time.time()))
         deadline = time.perf_counter() + seconds
 
-        async def one_client() -> None:
+        async def one_client(send: Callable[[], Awaitable[int]]) -> None:
             nonlocal errors
             for _ in range(MAX_REQUESTS_PER_CLIENT):
                 if time.perf_counter() >= deadline:
                     return
                 sent = time.perf_counter()
-                response = await client.post(path, content=body, headers=JSON)
-                if response.status_code == 200:
+                try:
+                    async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                        status = await send()
+                except (OSError, asyncio.IncompleteReadError, httpx.TransportError, TimeoutError):
+                    status = 0
+                if status == 200:
                     latencies.append(time.perf_counter() - sent)
                 else:
                     errors += 1
@@ -277,38 +331,61 @@ async def _drive(
         server_cpu = _cpu_seconds(server_pid)
         client_cpu = time.process_time()
         started = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(clients)))
+        await asyncio.gather(*(one_client(send) for send in senders))
         elapsed = time.perf_counter() - started
         client_cpu = time.process_time() - client_cpu
         server_end = _cpu_seconds(server_pid)
-        server_used = None if server_cpu is None or server_end is None else server_end - server_cpu
+    server_used = None
+    if server_cpu is not None and server_end is not None:
+        server_used = (server_end[0] - server_cpu[0], server_end[1] - server_cpu[1])
     return len(latencies), errors, elapsed, latencies, client_cpu, server_used
 
 
-def _drive_in_process(*args: object) -> tuple[int, int, float, list[float], float, float | None]:
+def _drive_in_process(
+    *args: object,
+) -> tuple[int, int, float, list[float], float, tuple[float, float] | None]:
     return asyncio.run(_drive(*args))  # type: ignore[arg-type]
 
 
+@dataclass
+class Clients:
+    """How the load is made: ``kind`` ("raw" or "httpx") loops spread over ``processes``."""
+
+    kind: str
+    processes: int
+    executor: ProcessPoolExecutor | None = None
+
+
+@dataclass
+class Phase:
+    server: str
+    rows: int
+    clients: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_s: list[float]
+    client_cpu_s: float
+    server_cpu_s: tuple[float, float] | None  # the process, its event loop thread
+
+
 def run_phase(
-    server: Server,
-    model_id: str,
-    inputs: np.ndarray,
-    clients: int,
-    seconds: float,
-    executor: ProcessPoolExecutor | None,
+    server: Server, model_id: str, inputs: np.ndarray, clients: int, seconds: float, how: Clients
 ) -> Phase:
     path = f"/v1/models/{model_id}/predict"
     body = json.dumps({"inputs": inputs.tolist()}).encode()
     pid = server.process.pid
-    if executor is None or clients == 1:
-        parts = [asyncio.run(_drive(server.base_url, path, body, clients, seconds, None, pid))]
+    procs = min(how.processes, clients)
+    if how.executor is None or procs == 1:
+        parts = [
+            asyncio.run(_drive(server.base_url, path, body, clients, seconds, None, pid, how.kind))
+        ]
     else:
-        procs = min(executor._max_workers, clients)
         shares = [clients // procs + (i < clients % procs) for i in range(procs)]
         start_at = time.time() + 1.0  # every process opens its connections first
         futures = [
-            executor.submit(
-                _drive_in_process, server.base_url, path, body, n, seconds, start_at, pid
+            how.executor.submit(
+                _drive_in_process, server.base_url, path, body, n, seconds, start_at, pid, how.kind
             )
             for n in shares
         ]
@@ -336,8 +413,16 @@ class Pooled:
     errors: int
     p50_ms: float
     p95_ms: float
-    server_cpu: float | None
+    server_cpu: float | None  # CPU s per wall s, all threads
+    loop_cpu: float | None  # CPU s per wall s, the event loop's thread
     client_cpu: float
+    rounds: list[float]  # req/s of each phase
+
+    @property
+    def server_ms_per_request(self) -> float | None:
+        if self.server_cpu is None or not self.rate:
+            return None
+        return self.server_cpu / self.rate * 1000
 
 
 def pool_phases(phases: list[Phase]) -> Pooled:
@@ -351,13 +436,38 @@ def pool_phases(phases: list[Phase]) -> Pooled:
         errors=sum(p.errors for p in phases),
         p50_ms=float(np.quantile(latencies, 0.5)) * 1000,
         p95_ms=float(np.quantile(latencies, 0.95)) * 1000,
-        server_cpu=None if None in server else sum(server) / seconds,  # type: ignore[arg-type]
+        server_cpu=None if None in server else sum(u[0] for u in server) / seconds,  # type: ignore[index]
+        loop_cpu=None if None in server else sum(u[1] for u in server) / seconds,  # type: ignore[index]
         client_cpu=sum(p.client_cpu_s for p in phases) / seconds,
+        rounds=[p.requests / p.seconds for p in phases],
     )
 
 
 def _percent(share: float | None) -> str:
     return "-" if share is None else f"{share * 100:.0f}%"
+
+
+def _bottleneck(result: Pooled, client_processes: int) -> str:
+    """Which side ran out of CPU: a client process near one core, or the server's loop."""
+    if result.client_cpu >= 0.85 * client_processes:
+        return "client-bound"
+    if result.loop_cpu is not None and result.loop_cpu >= 0.75:
+        return "server-bound (event loop)"
+    return "neither side saturated (waiting, or a busy machine)"
+
+
+def _load() -> str:
+    return "n/a" if not hasattr(os, "getloadavg") else f"{os.getloadavg()[0]:.2f}"
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    settings = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--env wants NAME=VALUE, got {pair!r}")
+        settings[name] = value
+    return settings
 
 
 def main() -> None:
@@ -366,7 +476,7 @@ def main() -> None:
         "--rows", default="1,16", help="rows per request; a comma-separated list explores several"
     )
     parser.add_argument("--clients", type=int, default=64, help="the concurrent client count")
-    parser.add_argument("--seconds", type=float, default=4.0, help="length of one phase")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one phase")
     parser.add_argument("--rounds", type=int, default=2, help="phases per (rows, clients, server)")
     parser.add_argument(
         "--device",
@@ -374,24 +484,33 @@ def main() -> None:
         default="auto",
         help="TENSORLENS_INFERENCE_DEVICE, the training device and the baseline's",
     )
-    parser.add_argument(
-        "--hidden", default="100", help="hidden layer sizes, comma-separated (notes: 100)"
-    )
+    parser.add_argument("--hidden", default="100", help="hidden layer sizes, comma-separated")
     parser.add_argument("--epochs", type=int, default=300, help="training epochs")
     parser.add_argument(
-        "--max-queue-delay-ms", type=float, default=None, help="TENSORLENS_MAX_QUEUE_DELAY_MS"
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="raw: keep-alive HTTP/1.1 over asyncio streams; httpx: one httpx.AsyncClient",
     )
     parser.add_argument(
-        "--client-procs",
-        type=int,
-        default=1,
-        help="processes sharing the concurrent clients (1: asyncio in this process)",
+        "--client-procs", type=int, default=1, help="processes sharing the concurrent clients"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for both servers, e.g. TENSORLENS_MAX_QUEUE_DELAY_MS=0",
     )
     args = parser.parse_args()
     row_counts = [int(r) for r in args.rows.split(",") if r.strip()]
     hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except InvalidParameter as exc:
+        raise SystemExit(f"--device {args.device}: {exc}") from None
     concurrency = (1, args.clients)
+    extra_env = _parse_env(args.env)
 
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     gpu = f", {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ""
@@ -399,72 +518,73 @@ def main() -> None:
     print(f"command:  {command}")
     print(
         f"machine:  {platform.platform()}, {platform.machine()}, os.cpu_count()={os.cpu_count()}, "
-        f"Python {platform.python_version()}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), httpx {httpx.__version__}, "
-        f"uvicorn with {', '.join(fast_parts) or 'neither uvloop nor httptools'}"
+        f"Python {platform.python_version()}, torch {torch.__version__}, httpx {httpx.__version__}"
+        f", uvicorn with {', '.join(fast_parts) or 'neither uvloop nor httptools'}"
     )
-    print(f"device:   {device}{gpu} (--device {args.device})")
+    print(f"device:   {device}{gpu} (--device {args.device}); load average {_load()} at start")
 
-    server_settings = {"TENSORLENS_INFERENCE_DEVICE": args.device, "TENSORLENS_DEVICES": "auto"}
-    if args.max_queue_delay_ms is not None:
-        server_settings["TENSORLENS_MAX_QUEUE_DELAY_MS"] = f"{args.max_queue_delay_ms:g}"
+    server_env = {"TENSORLENS_INFERENCE_DEVICE": args.device, **extra_env}
     config = training_config(hidden, args.epochs, args.device)
-    executor = None
-    if args.client_procs > 1:
-        executor = ProcessPoolExecutor(
-            args.client_procs, mp_context=multiprocessing.get_context("spawn")
-        )
+    how = Clients(args.client, args.client_procs)
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="tensorlens-bench-") as tmp,
         contextlib.ExitStack() as stack,
     ):
-        if executor is not None:
-            stack.callback(executor.shutdown, cancel_futures=True)
+        if args.client_procs > 1:
+            how.executor = stack.enter_context(
+                ProcessPoolExecutor(
+                    args.client_procs, mp_context=multiprocessing.get_context("spawn")
+                )
+            )
         off_dir, on_dir = Path(tmp) / "off" / "data", Path(tmp) / "on" / "data"
         off_dir.mkdir(parents=True)
         on_dir.mkdir(parents=True)
         off = stack.enter_context(
-            live_server("off", off_dir, {**server_settings, "TENSORLENS_BATCHING": "false"})
+            live_server("off", off_dir, {**server_env, "TENSORLENS_BATCHING": "false"})
         )
-        trained = time.monotonic()
+        training_s = time.monotonic()
         model_id, progress = train_model(off.base_url, config)
-        trained = time.monotonic() - trained
+        training_s = time.monotonic() - training_s
         # The model store is a directory per model: the second server gets a copy.
         shutil.copytree(off_dir / "models", on_dir / "models")
         on = stack.enter_context(
-            live_server("on", on_dir, {**server_settings, "TENSORLENS_BATCHING": "true"})
+            live_server("on", on_dir, {**server_env, "TENSORLENS_BATCHING": "true"})
         )
         servers = (off, on)
-        shown = " ".join(f"{k}={v}" for k, v in server_settings.items())
+        loss, accuracy = progress.get("loss", float("nan")), progress.get("accuracy", float("nan"))
         print(
-            f"model:    spiral MLP hidden {hidden}, relu, adam lr 1e-3, 3 classes x 1000 points, "
-            f"{args.epochs} epochs in {trained:.1f} s (loss {progress.get('loss', float('nan')):.4f}"
-            f", accuracy {progress.get('accuracy', float('nan')):.3f}); id {model_id}"
+            f"model:    spiral MLP, hidden {hidden}, relu, adam lr 1e-3, 3 classes x 1000 points; "
+            f"{args.epochs} epochs in {training_s:.1f} s, loss {loss:.4f}, accuracy {accuracy:.3f}"
         )
         print(
-            f"servers:  python -m service, TENSORLENS_BATCHING=false and =true; {shown} "
-            f"(others default: max_batch_size 1024, max_queue_delay_ms 2)"
+            f"servers:  python -m service, TENSORLENS_BATCHING=false and =true, "
+            f"{' '.join(f'{k}={v}' for k, v in server_env.items())} "
+            f"(unless set: {SERVER_DEFAULTS}, torch threads = CPU count)"
         )
         print(
-            f"clients:  httpx.AsyncClient, {args.client_procs} process(es), one connection per "
-            f"client; client and servers share this machine"
+            f"clients:  {args.client}, {args.client_procs} process(es), one connection per "
+            f"client; clients and servers share this machine"
         )
 
         model = LoadedModel.from_store(ModelStore(off_dir / "models"), model_id, device)
         shapes = sorted({1, 64, *row_counts, *(r * args.clients for r in row_counts)})
-        baseline = {rows: time_forward(model, make_inputs(rows, rows)) for rows in shapes}
-        print()
-        print("baseline: LoadedModel.forward in this process, per call (median)")
-        print(f"{'rows':>7}{'us/call':>10}{'rows/s':>13}")
-        for rows, seconds in baseline.items():
-            print(f"{rows:>7}{seconds * 1e6:>10.1f}{rows / seconds:>13,.0f}")
+        default_threads = torch.get_num_threads()
+        thread_counts = [default_threads] if device.startswith("cuda") else [default_threads, 1]
+        baseline: dict[tuple[int, int], tuple[float, float]] = {}
+        try:
+            for threads in dict.fromkeys(thread_counts):
+                torch.set_num_threads(threads)
+                for rows in shapes:
+                    baseline[threads, rows] = time_forward(model, make_inputs(rows, rows))
+        finally:
+            torch.set_num_threads(default_threads)
 
         for server in servers:
             for rows in row_counts:
                 check_answer(server.base_url, model_id, model, make_inputs(rows, 1000 + rows))
-            # Warm-up: loads the model, opens the batcher, fills the thread pool.
-            run_phase(server, model_id, make_inputs(1, 0), args.clients, 1.0, executor)
+            # Warm-up: loads the model, starts the batcher, fills the thread pools.
+            run_phase(server, model_id, make_inputs(1, 0), args.clients, 1.0, how)
 
         phases: list[Phase] = []
         for _ in range(args.rounds):
@@ -473,18 +593,29 @@ def main() -> None:
                 for clients in concurrency:
                     for server in servers:
                         phases.append(
-                            run_phase(server, model_id, inputs, clients, args.seconds, executor)
+                            run_phase(server, model_id, inputs, clients, args.seconds, how)
                         )
         elapsed = time.monotonic() - started
 
     print()
+    print(f"baseline: LoadedModel.forward in this process on {device}, per call")
+    print(f"{'threads':>7}{'rows':>7}{'median us':>11}{'min us':>9}{'rows/s':>13}")
+    for (threads, rows), (median_s, min_s) in baseline.items():
+        print(
+            f"{threads:>7}{rows:>7}{median_s * 1e6:>11.1f}{min_s * 1e6:>9.1f}"
+            f"{rows / median_s:>13,.0f}"
+        )
+
+    print()
     print(
-        f"throughput: POST /v1/models/{{id}}/predict, {args.rounds} x {args.seconds:g} s per "
-        f"row, alternating off/on; CPU = process CPU s per wall s (100% = one core)"
+        f"throughput: POST /v1/models/{{id}}/predict, {args.rounds} x {args.seconds:g} s each, "
+        f"off/on alternating. CPU: CPU s per wall s (100% = one core) of the server process "
+        f"(all threads), of its event loop's thread, and of the client process(es)"
     )
     header = (
         f"{'rows':>5}{'clients':>8}{'batching':>9}{'req/s':>9}{'rows/s':>10}{'p50 ms':>8}"
-        f"{'p95 ms':>8}{'errors':>7}{'server CPU':>11}{'client CPU':>11}"
+        f"{'p95 ms':>8}{'errors':>7}{'server':>8}{'loop':>6}{'ms CPU/req':>11}{'client':>8}"
+        f"   req/s per round"
     )
     print(header)
     print("-" * len(header))
@@ -495,26 +626,35 @@ def main() -> None:
                 key = (rows, clients, server.name)
                 chosen = [p for p in phases if (p.rows, p.clients, p.server) == key]
                 result = pooled[key] = pool_phases(chosen)
+                ms = result.server_ms_per_request
                 print(
                     f"{rows:>5}{clients:>8}{server.name:>9}{result.rate:>9.1f}"
                     f"{result.rate * rows:>10,.0f}{result.p50_ms:>8.1f}{result.p95_ms:>8.1f}"
-                    f"{result.errors:>7}{_percent(result.server_cpu):>11}"
-                    f"{_percent(result.client_cpu):>11}"
+                    f"{result.errors:>7}{_percent(result.server_cpu):>8}"
+                    f"{_percent(result.loop_cpu):>6}{'-' if ms is None else f'{ms:.2f}':>11}"
+                    f"{_percent(result.client_cpu):>8}"
+                    f"   {', '.join(f'{r:.0f}' for r in result.rounds)}"
                 )
 
     print()
     many = args.clients
     for rows in row_counts:
-        ratio = pooled[(rows, many, "on")].rate / pooled[(rows, many, "off")].rate
+        off_many, on_many = pooled[rows, many, "off"], pooled[rows, many, "on"]
+        ratio = on_many.rate / off_many.rate
         verdict = "ok" if ratio >= 5 else "UNDER the 5x goal"
-        forward_share = baseline[rows] * pooled[(rows, many, "off")].rate
+        forward_ms = baseline[default_threads, rows][0] * 1000
         print(
             f"rows={rows}: batching on / off at {many} clients: {ratio:.2f}x ({verdict}); "
-            f"{many} / 1 client: off {pooled[(rows, many, 'off')].rate / pooled[(rows, 1, 'off')].rate:.2f}x, "  # noqa: E501
-            f"on {pooled[(rows, many, 'on')].rate / pooled[(rows, 1, 'on')].rate:.2f}x; "
-            f"batching off spends {forward_share * 100:.0f}% of a core in forward passes"
+            f"{many} / 1 client: off {off_many.rate / pooled[rows, 1, 'off'].rate:.2f}x, "
+            f"on {on_many.rate / pooled[rows, 1, 'on'].rate:.2f}x"
         )
-    print(f"(measured in {elapsed:.0f} s on {device})")
+        print(
+            f"  one {rows}-row forward takes {forward_ms:.3f} ms; a request costs the server "
+            f"{off_many.server_ms_per_request or 0:.2f} ms CPU with batching off, "
+            f"{on_many.server_ms_per_request or 0:.2f} ms on; at {many} clients: "
+            f"off {_bottleneck(off_many, how.processes)}, on {_bottleneck(on_many, how.processes)}"
+        )
+    print(f"(measured in {elapsed:.0f} s; load average {_load()} at the end)")
 
 
 if __name__ == "__main__":
