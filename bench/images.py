@@ -32,7 +32,6 @@ import multiprocessing
 import os
 import platform
 import shlex
-import signal
 import socket
 import statistics
 import subprocess
@@ -46,14 +45,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import skimage
+from _live import stop, wait_until_ready
 from PIL import Image
 from skimage import data, exposure, feature
 
 from workers.images.codec import encode_png
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STARTUP_TIMEOUT_S = 90.0
-SHUTDOWN_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 30.0
 PNG_ACCEPT = {"Accept": "image/png"}
 SERVICE_PNG_COMPRESS_LEVEL = 1  # the service's default `png_compress_level`
@@ -107,36 +105,13 @@ def live_server(workers: int | None) -> Iterator[Server]:
             )
         server = Server(f"http://127.0.0.1:{port}", process, log_path, settings)
         try:
-            _wait_until_ready(server)
+            wait_until_ready(server.base_url, server.process)
             yield server
         except BaseException:
             print(f"--- server log ---\n{log_path.read_text(errors='replace')}", file=sys.stderr)
             raise
         finally:
-            _stop(process)
-
-
-def _wait_until_ready(server: Server) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"the server exited with {server.process.returncode} on startup")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"/readyz did not answer 200 within {STARTUP_TIMEOUT_S:g} s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=SHUTDOWN_TIMEOUT_S)
+            stop(process)
 
 
 # --------------------------------------------------------------------------- latency

@@ -44,7 +44,6 @@ import os
 import platform
 import shlex
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -59,13 +58,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
+from _live import stop, wait_until_ready
 
 from workers.errors import InvalidParameter
 from workers.training import LoadedModel, ModelStore, resolve_device
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STARTUP_TIMEOUT_S = 90.0
-SHUTDOWN_TIMEOUT_S = 15.0
 TRAINING_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 30.0
 MAX_REQUESTS_PER_CLIENT = 1_000_000  # a bound even if the clock misbehaves
@@ -131,36 +129,13 @@ def live_server(name: str, data_dir: Path, settings: dict[str, str]) -> Iterator
         )
     server = Server(name, f"http://127.0.0.1:{port}", process, log_path)
     try:
-        _wait_until_ready(server)
+        wait_until_ready(server.base_url, server.process)
         yield server
     except BaseException:
         print(f"--- {name} server log ---\n{log_path.read_text(errors='replace')}", file=sys.stderr)
         raise
     finally:
-        _stop(process)
-
-
-def _wait_until_ready(server: Server) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"the server exited with {server.process.returncode} on startup")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"/readyz did not answer 200 within {STARTUP_TIMEOUT_S:g} s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=SHUTDOWN_TIMEOUT_S)
+        stop(process)
 
 
 def train_model(base_url: str, config: dict[str, object]) -> tuple[str, dict[str, float]]:
