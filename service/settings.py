@@ -92,7 +92,11 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="Gather concurrent predictions into one pass.")
     max_batch_size: int = Field(1024, ge=1, le=1_000_000, description="Rows per forward pass.")
     max_queue_delay_ms: float = Field(
-        2.0, ge=0, le=1000, description="Longest a prediction waits for others to join its batch."
+        0.0,
+        ge=0,
+        le=1000,
+        description="Longest a prediction waits for others to join its batch; with 0 a batch "
+        "is whatever queued while the previous forward pass ran.",
     )
     max_predict_rows: int = Field(
         100_000, ge=1, le=10_000_000, description="Input rows per prediction request."
