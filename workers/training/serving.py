@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from workers.errors import ModelUnavailable
 from workers.training.checkpoints import ModelStore
 from workers.training.inference import DynamicBatcher, LoadedModel, ModelCache, Prediction
 
@@ -47,11 +46,7 @@ class ModelServer:
         )
 
     def _load(self, model_id: str) -> LoadedModel:
-        info = self.store.get(model_id)
-        if not info.valid:
-            raise ModelUnavailable(
-                f"model {model_id} cannot be served: {info.reason}", model_id=model_id
-            )
+        # from_store verifies the checksum (ModelUnavailable when the files are damaged).
         return LoadedModel.from_store(self.store, model_id, self.device)
 
     async def predict(self, model_id: str, inputs: Any) -> tuple[LoadedModel, Prediction]:
