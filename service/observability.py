@@ -159,20 +159,22 @@ class RequestContextMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(template, scope["method"], str(status)).inc()
             self.metrics.request_seconds.labels(template).observe(elapsed)
-            access_log.info(
-                json.dumps(
-                    {
-                        "event": "request",
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "route": template,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "client": (scope.get("client") or ("-",))[0],
-                    }
+            # The line is built only when it will be written (e.g. not at level warning).
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    json.dumps(
+                        {
+                            "event": "request",
+                            "request_id": request_id,
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "route": template,
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 3),
+                            "client": (scope.get("client") or ("-",))[0],
+                        }
+                    )
                 )
-            )
 
 
 async def _reject_too_large(scope: Scope, send: Send, limit: int, request_id: str) -> None:

@@ -9,20 +9,27 @@ Each worker process is owned by one runner task that takes jobs from a bounded
 queue. A job that waits longer than its timeout is dropped before it starts; a
 job that runs past its timeout has its worker killed and replaced, so a runaway
 computation never keeps a core. A worker that dies mid-job fails only that job.
+
+A worker talks to its runner over a socket pair: each message is a pickle behind its
+length. The runner's end is non-blocking and driven by the event loop, so handing a
+job over and getting its result back costs no thread hand-offs, and a large upload or
+result streams through without blocking the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import multiprocessing
 import os
+import pickle
+import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol, TypeVar
 
@@ -46,6 +53,12 @@ _SETTLE_GRACE_S = 10.0
 
 #: Modules a worker imports before it reports ready, so the first request is not slow.
 DEFAULT_PRELOAD = ("workers.images",)
+
+#: What precedes every message between a runner and its worker: the pickle's length.
+_LENGTH = struct.Struct("!Q")
+
+#: Messages up to this size go out in one write, header and pickle joined.
+_JOIN_BELOW_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -89,40 +102,108 @@ class WorkerPool(Protocol):
         ...
 
 
-def _worker_main(conn: Connection, preload: Sequence[str]) -> None:
+def execute(job: Callable[[], Any]) -> tuple[str, Any]:
+    """``job()`` as ``("ok", result)`` or ``("err", domain error)``.
+
+    What every backend's worker does with a job, so errors mean the same on each.
+    """
+    try:
+        return "ok", job()
+    except TensorlensError as exc:
+        return "err", exc
+    except MemoryError:
+        # What the client sent needs more memory than a worker has: their input, not a bug.
+        return "err", InvalidInput("the request needs more memory than a worker has")
+    except Exception as exc:  # reported to the caller; the worker keeps serving
+        return "err", RemoteError(f"{type(exc).__name__}: {exc}")
+
+
+def _worker_main(sock: socket.socket, preload: Sequence[str]) -> None:
     # Each worker computes on one core; BLAS threads would only fight the other workers.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     for name in preload:
         importlib.import_module(name)
-    conn.send(("ready", os.getpid()))
+    _send(sock, pickle.dumps(("ready", os.getpid()), pickle.HIGHEST_PROTOCOL))
     while True:
         try:
-            message = conn.recv()
+            message = _receive(sock)
         except (EOFError, OSError):
             return
-        if message is None:
-            return
-        fn, args = message
+        reply = execute(functools.partial(_run_pickled, message))
         try:
-            reply = ("ok", fn(*args))
-        except TensorlensError as exc:
-            reply = ("err", exc)
-        except MemoryError:
-            # What the client sent needs more memory than a worker has: their input, not a bug.
-            reply = ("err", InvalidInput("the request needs more memory than a worker has"))
-        except Exception as exc:  # reported to the caller; the worker keeps serving
-            reply = ("err", RemoteError(f"{type(exc).__name__}: {exc}"))
-        try:
-            conn.send(reply)
+            payload = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # e.g. an unpicklable result
-            conn.send(("err", RemoteError(f"result could not be sent: {exc}")))
+            error = RemoteError(f"result could not be sent: {exc}")
+            payload = pickle.dumps(("err", error), pickle.HIGHEST_PROTOCOL)
+        try:
+            _send(sock, payload)
+        except OSError:  # the runner is gone
+            return
+
+
+def _run_pickled(message: bytes) -> Any:
+    fn, args = pickle.loads(message)
+    return fn(*args)
+
+
+def _send(sock: socket.socket, payload: bytes) -> None:
+    header = _LENGTH.pack(len(payload))
+    if len(payload) < _JOIN_BELOW_BYTES:
+        sock.sendall(header + payload)
+    else:
+        sock.sendall(header)
+        sock.sendall(payload)
+
+
+def _receive_exactly(sock: socket.socket, size: int) -> bytearray:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    received = 0
+    while received < size:
+        count = sock.recv_into(view[received:])
+        if count == 0:
+            raise EOFError("the other end closed the connection")
+        received += count
+    return buffer
+
+
+def _receive(sock: socket.socket) -> bytearray:
+    (size,) = _LENGTH.unpack(_receive_exactly(sock, _LENGTH.size))
+    return _receive_exactly(sock, size)
+
+
+async def _send_async(sock: socket.socket, payload: bytes) -> None:
+    loop = asyncio.get_running_loop()
+    header = _LENGTH.pack(len(payload))
+    if len(payload) < _JOIN_BELOW_BYTES:
+        await loop.sock_sendall(sock, header + payload)
+    else:
+        await loop.sock_sendall(sock, header)
+        await loop.sock_sendall(sock, payload)
+
+
+async def _receive_exactly_async(sock: socket.socket, size: int) -> bytearray:
+    loop = asyncio.get_running_loop()
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    received = 0
+    while received < size:
+        count = await loop.sock_recv_into(sock, view[received:])
+        if count == 0:
+            raise EOFError("the worker closed the connection")
+        received += count
+    return buffer
+
+
+async def _receive_async(sock: socket.socket) -> Any:
+    (size,) = _LENGTH.unpack(await _receive_exactly_async(sock, _LENGTH.size))
+    return pickle.loads(await _receive_exactly_async(sock, size))
 
 
 @dataclass(eq=False)
 class _Job:
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
+    message: bytes  # the pickled (fn, args)
     deadline: float
     future: asyncio.Future[Any]
     started: bool = False
@@ -131,7 +212,7 @@ class _Job:
 @dataclass(eq=False)
 class _Worker:
     process: BaseProcess
-    conn: Connection
+    sock: socket.socket
     pid: int = 0
 
     def kill(self) -> None:
@@ -139,7 +220,11 @@ class _Worker:
             self.process.kill()
         self.process.join(timeout=5)
         with contextlib.suppress(Exception):
-            self.conn.close()
+            self.sock.close()
+
+    async def call(self, message: bytes) -> tuple[str, Any]:
+        await _send_async(self.sock, message)
+        return await _receive_async(self.sock)  # type: ignore[no-any-return]
 
 
 class LocalPool:
@@ -163,7 +248,6 @@ class LocalPool:
         self._queue: asyncio.Queue[_Job] | None = None
         self._workers: list[_Worker | None] = []
         self._runners: list[asyncio.Task[None]] = []
-        self._io = ThreadPoolExecutor(max_workers=size, thread_name_prefix="pool-io")
         self._in_flight = 0
         self._started = False
         self.restarts = 0
@@ -196,7 +280,6 @@ class LocalPool:
             if worker is not None:
                 worker.kill()
         self._workers = []
-        self._io.shutdown(wait=False, cancel_futures=True)
 
     @property
     def ready(self) -> bool:
@@ -222,14 +305,15 @@ class LocalPool:
             raise PoolUnavailable("the worker pool is not running")
         timeout = self.default_timeout_s if timeout_s is None else timeout_s
         loop = asyncio.get_running_loop()
-        job = _Job(fn, args, loop.time() + timeout, loop.create_future())
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
+        if self._queue.full():
             raise QueueFull(
                 f"the work queue is full ({self.max_queue_depth} waiting); retry later",
                 retry_after_s=self.retry_after_s,
-            ) from None
+            )
+        # Pickled here, so work that cannot cross to a worker fails its caller at once.
+        message = pickle.dumps((fn, args), pickle.HIGHEST_PROTOCOL)
+        job = _Job(message, loop.time() + timeout, loop.create_future())
+        self._queue.put_nowait(job)
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout)
         except TimeoutError:
@@ -252,17 +336,23 @@ class LocalPool:
             raise
 
     async def _spawn(self) -> _Worker:
-        parent, child = self._ctx.Pipe(duplex=True)
+        parent, child = socket.socketpair()
         process = self._ctx.Process(
             target=_worker_main, args=(child, self._preload), daemon=True, name="tensorlens-worker"
         )
-        process.start()
-        child.close()
-        loop = asyncio.get_running_loop()
         try:
-            tag, pid = await loop.run_in_executor(self._io, parent.recv)
+            process.start()
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        parent.setblocking(False)
+        try:
+            tag, pid = await _receive_async(parent)
         except (EOFError, OSError) as exc:
             process.kill()
+            parent.close()
             raise PoolUnavailable(f"a worker process failed to start: {exc}") from exc
         assert tag == "ready"
         return _Worker(process, parent, pid)
@@ -284,11 +374,6 @@ class LocalPool:
                 continue
             self._workers[index] = worker
             return worker
-
-    @staticmethod
-    def _roundtrip(worker: _Worker, message: tuple[Any, ...]) -> tuple[str, Any]:
-        worker.conn.send(message)
-        return worker.conn.recv()
 
     async def _run_worker(self, index: int) -> None:
         assert self._queue is not None
@@ -313,9 +398,8 @@ class LocalPool:
             started = time.monotonic()
             try:
                 remaining = max(job.deadline - loop.time(), 0.0)
-                call = loop.run_in_executor(self._io, self._roundtrip, worker, (job.fn, job.args))
                 try:
-                    tag, payload = await asyncio.wait_for(call, remaining)
+                    tag, payload = await asyncio.wait_for(worker.call(job.message), remaining)
                 except TimeoutError:
                     worker.process.kill()
                     elapsed = time.monotonic() - started

@@ -101,6 +101,7 @@ async def run_and_respond(
         max_pixels=settings.max_image_pixels,
         encode=png or include_image,
         compress_level=settings.png_compress_level,
+        describe=not png,
     )
     result: PipelineResult = await pool.run(work, source, steps)
     for step in result.steps:

@@ -41,6 +41,7 @@ async def get_sample_image(name: str, pool: PoolDep, settings: SettingsDep) -> R
         max_pixels=settings.max_image_pixels,
         encode=True,
         compress_level=settings.png_compress_level,
+        describe=False,
     )
     result = await pool.run(work, ImageSource(sample=name), [])
     return Response(result.png, media_type=PNG)

@@ -29,3 +29,7 @@ def raise_domain_error() -> None:
 
 def raise_bug() -> None:
     raise ZeroDivisionError("division by zero")
+
+
+def unpicklable_result() -> object:
+    return lambda: None

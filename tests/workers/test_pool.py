@@ -1,5 +1,6 @@
 import asyncio
 import os
+import pickle
 import signal
 import time
 from collections.abc import Callable
@@ -51,6 +52,32 @@ async def test_domain_errors_cross_the_process_boundary_intact() -> None:
         with pytest.raises(TensorlensError, match="ZeroDivisionError"):
             await pool.run(tasks.raise_bug)
         assert await pool.run(tasks.add, 1, 1) == 2  # the worker keeps serving
+    finally:
+        await pool.stop()
+
+
+async def test_large_arguments_and_results_cross_intact() -> None:
+    pool = make_pool()
+    await pool.start()
+    try:
+        # Far larger than a socket buffer, both ways: the transfer spans many reads.
+        upload = os.urandom(8 * 1024 * 1024)
+        assert await pool.run(tasks.add, upload, b"!") == upload + b"!"
+        assert await pool.run(tasks.add, 1, 2) == 3  # the stream is still in step
+    finally:
+        await pool.stop()
+
+
+async def test_work_that_cannot_be_pickled_fails_its_caller_and_nothing_else() -> None:
+    pool = make_pool()
+    await pool.start()
+    try:
+        with pytest.raises((pickle.PicklingError, AttributeError)):  # which one: pickle's choice
+            await pool.run(lambda: 1)
+        with pytest.raises(TensorlensError, match="could not be sent"):
+            await pool.run(tasks.unpicklable_result)
+        assert await pool.run(tasks.add, 1, 1) == 2
+        assert pool.restarts == 0
     finally:
         await pool.stop()
 

@@ -59,7 +59,7 @@ class PipelineResult:
     png : bytes or None
         The final image as PNG, when encoding was asked for.
     summary : dict
-        :func:`workers.images.summarize` of the final image.
+        :func:`workers.images.summarize` of the final image; empty when not asked for.
     steps : list of dict
         Per step: ``op`` (name), ``values`` (what the op measured) and ``ms``.
     timings_ms : dict
@@ -80,6 +80,7 @@ def run_pipeline(
     max_pixels: int,
     encode: bool,
     compress_level: int,
+    describe: bool = True,
 ) -> PipelineResult:
     """Decode an image, apply ops in order, summarize and optionally encode it.
 
@@ -95,6 +96,9 @@ def run_pipeline(
         Whether to return the final image as PNG.
     compress_level : int
         zlib level of the PNG, 0..9.
+    describe : bool, optional
+        Whether to compute the summary; a caller that only sends the PNG back
+        need not pay for it.
 
     Returns
     -------
@@ -133,7 +137,7 @@ def run_pipeline(
         )
     applied = perf_counter()
 
-    summary = summarize(image)
+    summary = summarize(image) if describe else {}
     png = encode_png(image, compress_level=compress_level) if encode else None
     finished = perf_counter()
     return PipelineResult(

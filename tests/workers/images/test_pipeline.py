@@ -100,6 +100,22 @@ def test_without_encoding_there_is_no_png():
     assert result.summary == summarize(CAMERA / 255)
 
 
+def test_png_only_callers_can_skip_the_summary():
+    steps = [("canny", {})]
+    described = pipeline(ImageSource(sample="camera"), steps)
+    png_only = run_pipeline(
+        ImageSource(sample="camera"),
+        steps,
+        max_pixels=MAX_PIXELS,
+        encode=True,
+        compress_level=1,
+        describe=False,
+    )
+    assert png_only.summary == {}
+    assert png_only.png == described.png
+    assert png_only.steps[0]["values"] == described.steps[0]["values"]
+
+
 def test_steps_are_validated_before_decoding():
     # Garbage bytes would fail to decode; the bad parameter must be reported first.
     steps = [("rgb2gray", {}), ("canny", {"sigma": -1})]
