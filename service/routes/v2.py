@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from service.deps import ModelServerDep, PoolDep, SettingsDep
 from service.errors import status_for
-from service.routes.models import ModelId, check_rows
+from service.routes.models import ModelId, check_rows, json_response
 from workers.errors import InvalidParameter, TensorlensError
 
 router = APIRouter(prefix="/v2", tags=["v2"])
@@ -203,8 +203,9 @@ async def model_infer(
     unknown = wanted - set(prediction)
     if unknown:
         return JSONResponse({"error": f"unknown outputs: {sorted(unknown)}"}, status_code=400)
+    # As in /v1 predict: built from the model's arrays, serialised once, not re-validated.
     outputs = [
-        InferTensor(
+        InferTensor.model_construct(
             name=name,
             shape=list(values.shape),
             datatype="INT64" if values.dtype.kind == "i" else "FP32",
@@ -213,4 +214,8 @@ async def model_infer(
         for name, values in prediction.items()
         if name in wanted
     ]
-    return InferResponse(model_name=model_id, model_version="1", id=body.id, outputs=outputs)
+    return json_response(
+        InferResponse.model_construct(
+            model_name=model_id, model_version="1", id=body.id, outputs=outputs
+        )
+    )

@@ -9,9 +9,13 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from fastapi import FastAPI
 from numpy.testing import assert_allclose
 from PIL import Image
 
+from service.errors import install_error_handlers
+from service.routes.models import ModelId
+from service.schemas.trainings import PredictRequest
 from tests.service.test_trainings import SMALL, submit, wait_finished
 from workers.training import LoadedModel, ModelStore
 
@@ -107,6 +111,82 @@ async def test_non_finite_inputs_are_422(served: Served) -> None:
     )
     assert response.status_code == 422
     assert "inputs" in response.json()["parameter"]
+
+
+def fastapi_body_parameter_app() -> FastAPI:
+    """The predict route as FastAPI's own body parameter would read it: the reference."""
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/v1/models/{model_id}/predict")
+    async def predict(model_id: ModelId, body: PredictRequest) -> dict:
+        return {}
+
+    return app
+
+
+MALFORMED = [
+    (b"nope", "application/json"),
+    (b"", "application/json"),
+    (b"[]", "application/json"),
+    (b"null", "application/json"),
+    (b"{}", "application/json"),
+    (b'{"inputs": "x"}', "application/json"),
+    (b'{"inputs": [[1, null]]}', "application/json"),
+    (b'{"inputs": [[1, "a"]]}', "application/json"),
+    (b'{"inputs": [[1, 2]]', "application/json"),
+    (b'{"inputs": [[1, 2]]} x', "application/json"),
+    (b"\x80", "application/json"),
+    (b'{"inputs": [[1, 2]]}', "text/plain"),
+    (b'{"inputs": [[1, 2]]}', "application/jsonx"),
+    (b'{"inputs": [[1, 2]]}', None),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type"), MALFORMED)
+async def test_malformed_predict_bodies_fail_as_a_fastapi_body_parameter_would(
+    served: Served, body: bytes, content_type: str | None
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    path = f"/v1/models/{served.spiral}/predict"
+    transport = httpx.ASGITransport(app=fastapi_body_parameter_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://reference") as reference:
+        expected = await reference.post(path, content=body, headers=headers)
+    got = await served.client.post(path, content=body, headers=headers)
+    assert got.status_code == expected.status_code in (400, 422)
+    assert got.headers["content-type"] == expected.headers["content-type"]
+    got_problem, expected_problem = got.json(), expected.json()
+    got_problem.pop("request_id"), expected_problem.pop("request_id")
+    assert got_problem == expected_problem
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'\xef\xbb\xbf{"inputs": [[0.1, 0.2]]}', "application/json"),  # a UTF-8 BOM
+        ('{"inputs": [[0.1, 0.2]]}'.encode("utf-16"), "application/json"),
+        (b'{"inputs": [["0.1", 0.2]]}', "application/json"),
+        (b'{"inputs": [[0.1, 0.2]]}', "application/vnd.example+json; charset=utf-8"),
+    ],
+)
+async def test_what_fastapi_accepted_is_still_accepted(
+    served: Served, body: bytes, content_type: str
+) -> None:
+    response = await served.client.post(
+        f"/v1/models/{served.spiral}/predict", content=body, headers={"Content-Type": content_type}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["classes"] and response.headers["content-type"] == "application/json"
+
+
+async def test_the_predict_request_body_is_documented(served: Served) -> None:
+    document = served.client.app.openapi()  # type: ignore[attr-defined]
+    operation = document["paths"]["/v1/models/{model_id}/predict"]["post"]
+    body = operation["requestBody"]
+    assert body["required"] is True
+    assert body["content"]["application/json"]["schema"] == PredictRequest.model_json_schema()
+    response = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert response == {"$ref": "#/components/schemas/PredictionPublic"}
 
 
 async def test_unknown_and_hostile_model_ids(served: Served) -> None:
@@ -214,8 +294,7 @@ async def test_malformed_infer_bodies_get_the_protocol_error_body(served: Served
 async def test_concurrent_predictions_share_forward_passes(served: Served) -> None:
     server = served.client.app.state.model_server  # type: ignore[attr-defined]
     await served.client.post(f"/v1/models/{served.spiral}/predict", json={"inputs": [[0, 0]]})
-    batcher = server._batchers[served.spiral][1]
-    calls, requests = batcher.forward_calls, batcher.requests
+    before = await server.batch_stats(served.spiral)  # where the model's batcher runs
     rng = np.random.default_rng(0)
     payloads = [rng.uniform(-1, 1, (3, 2)).tolist() for _ in range(64)]
     responses = await asyncio.gather(
@@ -225,8 +304,10 @@ async def test_concurrent_predictions_share_forward_passes(served: Served) -> No
         )
     )
     assert all(r.status_code == 200 for r in responses)
-    assert batcher.requests - requests == 64
-    assert batcher.forward_calls - calls < 32  # gathered, not one pass per request
+    after = await server.batch_stats(served.spiral)
+    assert after["requests"] - before["requests"] == 64
+    # gathered, not one pass per request
+    assert after["forward_calls"] - before["forward_calls"] < 32
     alone = [
         (await served.client.post(f"/v1/models/{served.spiral}/predict", json={"inputs": p})).json()
         for p in payloads[:4]

@@ -202,11 +202,14 @@ class _Pending:
 class DynamicBatcher:
     """Gathers concurrent :meth:`submit` calls into shared forward passes.
 
-    The first waiting request opens a batch; the batch runs when it holds
-    ``max_batch_size`` rows or ``max_queue_delay_ms`` after it opened, whichever is
-    first. One batch runs at a time, so requests arriving meanwhile form the next
-    one. A single request larger than ``max_batch_size`` runs on its own, in chunks
-    of ``max_batch_size`` rows. A batcher belongs to the event loop it is first used in.
+    While fewer than ``max_concurrent_batches`` batches run, the first waiting
+    request opens a batch; the batch runs when it holds ``max_batch_size`` rows or
+    ``max_queue_delay_ms`` after it opened, whichever is first. While every runner is
+    busy, arriving requests queue and form the next batch, which opens as soon as a
+    running one finishes (like Triton's model instances: with 2, one batch's forward
+    pass runs in a thread while the next one runs in another). A single request
+    larger than ``max_batch_size`` runs on its own, in chunks of ``max_batch_size``
+    rows. A batcher belongs to the event loop it is first used in.
 
     Parameters
     ----------
@@ -223,6 +226,9 @@ class DynamicBatcher:
     prepare : callable, optional
         Applied to each submission before it queues, e.g.
         :meth:`LoadedModel.validate_inputs`, so a bad request fails alone.
+    max_concurrent_batches : int
+        Most batches running at once (each in its own ``runner`` call); 1 runs them
+        one after another.
     """
 
     def __init__(
@@ -233,22 +239,30 @@ class DynamicBatcher:
         max_queue_delay_ms: float = 2.0,
         runner: Runner | None = None,
         prepare: Callable[[Any], np.ndarray] | None = None,
+        max_concurrent_batches: int = 1,
     ) -> None:
         if max_batch_size < 1:
             raise InvalidParameter("max_batch_size", "must be >= 1")
         if max_queue_delay_ms < 0:
             raise InvalidParameter("max_queue_delay_ms", "must be >= 0")
+        if max_concurrent_batches < 1:
+            raise InvalidParameter("max_concurrent_batches", "must be >= 1")
         self._forward = forward
         self.max_batch_size = max_batch_size
         self.max_queue_delay_ms = max_queue_delay_ms
+        self.max_concurrent_batches = max_concurrent_batches
         self._runner: Runner = runner or asyncio.to_thread
         self._prepare = prepare
         self._pending: deque[_Pending] = deque()
         self._pending_rows = 0
-        self._arrived: asyncio.Event | None = None
+        # Set on every submission and whenever a running batch finishes (a runner
+        # is free): the dispatcher waits on it for either.
+        self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self._closed = False
-        self._in_batch = False
+        # Forward passes may run in several threads at once.
+        self._calls_lock = threading.Lock()
         self.forward_calls = 0
         self.requests = 0
 
@@ -270,9 +284,9 @@ class DynamicBatcher:
         self._pending.append(pending)
         self._pending_rows += len(array)
         self.requests += 1
-        if self._arrived is None:
-            self._arrived = asyncio.Event()
-        self._arrived.set()
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+        self._wakeup.set()
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._run())
         return await pending.future
@@ -282,38 +296,47 @@ class DynamicBatcher:
 
         With ``drain``, new submissions are refused at once but queued and running
         batches finish first (a model replaced in the cache keeps its last requests).
+        Without it, running batches' requests fail too (their threads finish alone).
         """
         self._closed = True
-        while drain and (self._pending or self._in_batch) and not self._worker_done():
+        while drain and (self._pending or self._running) and not self._worker_done():
             await asyncio.sleep(0.001)
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
         while self._pending:
             _fail(self._pending.popleft(), ModelUnavailable("the model was unloaded"))
         self._pending_rows = 0
 
     async def _run(self) -> None:
-        assert self._arrived is not None
-        arrived = self._arrived
+        assert self._wakeup is not None
+        wakeup = self._wakeup
         loop = asyncio.get_running_loop()
         while True:
-            while not self._pending:
-                arrived.clear()
-                await arrived.wait()
+            while not self._pending or len(self._running) >= self.max_concurrent_batches:
+                wakeup.clear()
+                await wakeup.wait()
             deadline = loop.time() + self.max_queue_delay_ms / 1000
             while self._pending_rows < self.max_batch_size and loop.time() < deadline:
-                arrived.clear()
+                wakeup.clear()
                 # Waiting on an Event loses nothing when the timeout cancels it.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout_at(deadline):
-                        await arrived.wait()
-            self._in_batch = True
-            try:
-                await self._run_batch(self._take_batch())
-            finally:
-                self._in_batch = False
+                        await wakeup.wait()
+            task = loop.create_task(self._run_batch(self._take_batch()))
+            self._running.add(task)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     def _worker_done(self) -> bool:
         return self._worker is None or self._worker.done()
@@ -352,7 +375,8 @@ class DynamicBatcher:
     def _forward_in_chunks(self, inputs: np.ndarray) -> Prediction:
         chunks = []
         for start in range(0, len(inputs), self.max_batch_size):
-            self.forward_calls += 1
+            with self._calls_lock:
+                self.forward_calls += 1
             chunks.append(self._forward(inputs[start : start + self.max_batch_size]))
         if len(chunks) == 1:
             return chunks[0]
@@ -383,6 +407,15 @@ class ModelCache:
         """:meth:`get_or_load`, with the model held (:meth:`LoadedModel.acquire`) for the
         caller before any other thread can evict it; end with :meth:`LoadedModel.checkin`."""
         return self.get_or_load(model_id, loader, hold=True)
+
+    def get(self, model_id: str, *, hold: bool = False) -> LoadedModel | None:
+        """The cached model (now the most recently used), or None; never loads or waits
+        for a load, so an event loop may call it. With ``hold``, as :meth:`checkout`."""
+        with self._lock:
+            model = self._hit(model_id)
+            if model is not None and hold:
+                model.acquire()
+            return model
 
     def get_or_load(
         self, model_id: str, loader: Callable[[], LoadedModel], *, hold: bool = False

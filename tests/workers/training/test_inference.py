@@ -231,6 +231,154 @@ def test_closing_fails_waiting_requests():
     assert all(isinstance(outcome, ModelUnavailable) for outcome in outcomes)
 
 
+class OverlapProbe:
+    """A slow forward that records how many passes run at once, and when."""
+
+    def __init__(self, delay_s=0.15):
+        self.delay_s = delay_s
+        self.lock = threading.Lock()
+        self.active = 0
+        self.most_active = 0
+        self.spans = []
+
+    def __call__(self, batch):
+        with self.lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+        started = time.perf_counter()
+        time.sleep(self.delay_s)
+        with self.lock:
+            self.active -= 1
+            self.spans.append((started, time.perf_counter(), len(batch)))
+        return {"y": batch * 10}
+
+
+def test_max_concurrent_batches_must_be_at_least_one():
+    with pytest.raises(InvalidParameter, match="max_concurrent_batches"):
+        DynamicBatcher(lambda b: {"y": b}, max_concurrent_batches=0)
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_concurrent_batches_overlap_and_answer_their_own_requests(concurrency):
+    probe = OverlapProbe()
+
+    async def main():
+        batcher = DynamicBatcher(
+            probe, max_batch_size=4, max_queue_delay_ms=0, max_concurrent_batches=concurrency
+        )
+        # 12 one-row requests, at most 4 rows a batch: 3 batches of 4.
+        inputs = [np.full((1, 1), float(n)) for n in range(12)]
+        started = time.perf_counter()
+        answers = await asyncio.gather(*(batcher.submit(x) for x in inputs))
+        elapsed = time.perf_counter() - started
+        await batcher.aclose()
+        return batcher, inputs, answers, elapsed
+
+    batcher, inputs, answers, elapsed = asyncio.run(main())
+    for x, answer in zip(inputs, answers, strict=True):
+        np.testing.assert_array_equal(answer["y"], x * 10)
+    assert sorted(rows for _, _, rows in probe.spans) == [4, 4, 4]
+    assert batcher.forward_calls == 3 and batcher.requests == 12
+    assert probe.most_active == concurrency
+    if concurrency == 2:
+        (_, first_stop, _), (second_start, _, _) = sorted(probe.spans)[:2]
+        assert second_start < first_stop  # the first two batches ran at the same time
+    else:
+        assert elapsed >= 3 * probe.delay_s  # one after another
+
+
+def test_a_free_runner_takes_what_queued_while_both_were_busy():
+    probe = OverlapProbe(delay_s=0.1)
+
+    async def main():
+        batcher = DynamicBatcher(
+            probe, max_batch_size=64, max_queue_delay_ms=0, max_concurrent_batches=2
+        )
+        first = asyncio.ensure_future(batcher.submit(np.zeros((1, 1))))
+        await asyncio.sleep(0.02)
+        second = asyncio.ensure_future(batcher.submit(np.ones((1, 1))))
+        await asyncio.sleep(0.02)
+        # Both runners busy: these five queue and run together in the next free one.
+        later = [asyncio.ensure_future(batcher.submit(np.full((1, 1), n))) for n in range(2, 7)]
+        answers = await asyncio.gather(first, second, *later)
+        await batcher.aclose()
+        return answers
+
+    answers = asyncio.run(main())
+    assert [float(a["y"][0, 0]) for a in answers] == [n * 10.0 for n in range(7)]
+    assert [rows for _, _, rows in sorted(probe.spans)] == [1, 1, 5]
+    assert probe.most_active == 2
+
+
+def test_a_failed_pass_fails_only_its_own_batch_when_batches_run_concurrently():
+    def forward(batch):
+        time.sleep(0.05)
+        if (batch < 0).any():
+            raise RuntimeError("bad batch")
+        return {"y": batch}
+
+    async def main():
+        batcher = DynamicBatcher(
+            forward, max_batch_size=1, max_queue_delay_ms=0, max_concurrent_batches=2
+        )
+        outcomes = await asyncio.gather(
+            batcher.submit(np.full((1, 1), -1.0)),
+            batcher.submit(np.full((1, 1), 2.0)),
+            batcher.submit(np.full((1, 1), 3.0)),
+            return_exceptions=True,
+        )
+        await batcher.aclose()
+        return outcomes
+
+    bad, two, three = asyncio.run(main())
+    assert isinstance(bad, RuntimeError) and str(bad) == "bad batch"
+    assert float(two["y"][0, 0]) == 2.0 and float(three["y"][0, 0]) == 3.0
+
+
+def test_draining_waits_for_every_running_batch_and_the_queue():
+    probe = OverlapProbe(delay_s=0.1)
+
+    async def main():
+        batcher = DynamicBatcher(
+            probe, max_batch_size=1, max_queue_delay_ms=0, max_concurrent_batches=2
+        )
+        futures = [asyncio.ensure_future(batcher.submit(np.full((1, 1), n))) for n in range(3)]
+        await asyncio.sleep(0.02)  # two passes running, one request queued
+        assert probe.active == 2
+        await batcher.aclose(drain=True)
+        with pytest.raises(ModelUnavailable):
+            await batcher.submit(np.zeros((1, 1)))
+        return await asyncio.gather(*futures)
+
+    answers = asyncio.run(main())
+    assert [float(a["y"][0, 0]) for a in answers] == [0.0, 10.0, 20.0]
+    assert len(probe.spans) == 3
+
+
+def test_closing_fails_every_running_batch_and_the_queue():
+    gate = threading.Event()
+    started = []
+
+    def slow(batch):
+        started.append(len(batch))
+        gate.wait(5)
+        return {"y": batch}
+
+    async def main():
+        batcher = DynamicBatcher(
+            slow, max_batch_size=1, max_queue_delay_ms=0, max_concurrent_batches=2
+        )
+        futures = [asyncio.ensure_future(batcher.submit(np.zeros((1, 1)))) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        await batcher.aclose()
+        gate.set()
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert started == [1, 1]  # the third never ran
+    assert all(isinstance(outcome, ModelUnavailable) for outcome in outcomes)
+
+
 class FakeModel:
     def __init__(self, name):
         self.name = name
@@ -261,6 +409,29 @@ def test_cache_evicts_the_least_recently_used_and_releases_it():
     assert cache.evict("a") and a.released and not cache.evict("a")
     cache.clear()
     assert c.released and len(cache) == 0
+
+
+def test_cache_get_never_loads_and_a_hit_is_most_recently_used():
+    cache = ModelCache(capacity=2)
+    assert cache.get("a") is None and "a" not in cache
+    a = cache.get_or_load("a", lambda: FakeModel("a"))
+    cache.get_or_load("b", lambda: FakeModel("b"))
+    assert cache.get("a") is a
+    assert cache.ids() == ["b", "a"]
+
+
+def test_cache_get_can_hold_the_model_until_checkin(spiral):
+    result, metadata = spiral
+    model = LoadedModel.from_tensors(metadata, result.tensors)
+    cache = ModelCache(capacity=1)
+    cache.get_or_load("m", lambda: model)
+    held = cache.get("m", hold=True)
+    assert held is model
+    cache.evict("m")
+    assert model.predict([[0.0, 0.0]])["classes"].shape == (1,)  # still held: not freed
+    model.checkin()
+    with pytest.raises(ModelUnavailable):
+        model.predict([[0.0, 0.0]])
 
 
 def test_cache_loads_once_under_concurrent_misses():
