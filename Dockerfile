@@ -1,4 +1,5 @@
 # syntax=docker/dockerfile:1
+# The image serves the API and, with the `ray` extra installed, runs Ray cluster nodes too.
 # CPU image (default):
 #   docker build -t tensorlens .
 # CUDA image: a CUDA runtime base and the matching torch wheel index, e.g.
@@ -35,7 +36,7 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY workers ./workers
-RUN pip install --no-cache-dir -c constraints.txt .
+RUN pip install --no-cache-dir -c constraints.txt '.[ray]'
 
 USER tensorlens
 VOLUME ["/data"]

@@ -12,16 +12,21 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, so the dependency below is already satisfied. On this project's machines
 	# the pin resolves to the CPU build on disk; elsewhere pass TORCH_INDEX_URL.
 	$(BIN)/python -m pip install --quiet -c constraints.txt $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,ray]'
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m service
 
+# The API suite a second time, against the Ray backend on a local Ray cluster.
+RAY_API_TESTS := tests/service/test_images.py tests/service/test_image_errors.py \
+	tests/service/test_trainings.py tests/service/test_models.py
+
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --executor=ray -m 'not local_backend' $(RAY_API_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -15,9 +16,9 @@ from service.errors import install_error_handlers
 from service.observability import Metrics, RequestContextMiddleware
 from service.routes import health, images, models, samples, trainings, v2
 from service.settings import Settings, get_settings
-from workers.pool import LocalPool
+from workers.pool import LocalPool, WorkerPool
 from workers.training import JobStore, ModelStore, resolve_device
-from workers.training.lanes import DeviceLanes, plan_lanes
+from workers.training.lanes import DeviceLanes, TrainingLanes, plan_lanes
 from workers.training.manager import TrainingManager
 from workers.training.serving import ModelServer
 
@@ -47,46 +48,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Settings that can be wrong are checked before any process starts.
-        lane_devices = plan_lanes(settings.devices, settings.lanes_per_device)
-        inference_device = resolve_device(settings.inference_device)
-        pool = LocalPool(
-            settings.image_workers,
-            max_queue_depth=settings.max_queue_depth,
-            default_timeout_s=settings.request_timeout_s,
-            retry_after_s=settings.retry_after_s,
-        )
-        await pool.start()
-        app.state.pool = pool
-        metrics.watch_pool(pool.stats)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        job_store = JobStore(settings.data_dir / "jobs.sqlite3")
         model_store = ModelStore(settings.data_dir / "models")
-        lanes = DeviceLanes(
-            lane_devices,
-            max_queued=settings.max_queued_trainings,
-            cpu_threads=settings.training_cpu_threads,
-            max_job_s=settings.max_training_s,
-        )
-        manager = TrainingManager(job_store, model_store, lanes)
-        await manager.start()
-        metrics.watch_trainings(lanes.queued, lambda: len(lanes.running()))
-        app.state.trainings = manager
-        app.state.model_server = ModelServer(
-            model_store,
-            device=inference_device,
-            cache_size=settings.model_cache_size,
-            batching=settings.batching,
-            max_batch_size=settings.max_batch_size,
-            max_queue_delay_ms=settings.max_queue_delay_ms,
-        )
-        try:
+        async with AsyncExitStack() as stack:
+            if settings.executor == "ray":
+                pool, lanes, server = await _ray_backend(settings, model_store, stack)
+            else:
+                pool, lanes, server = _local_backend(settings, model_store)
+            await pool.start()
+            stack.push_async_callback(pool.stop)
+            app.state.pool = pool
+            metrics.watch_pool(pool.stats)
+            job_store = JobStore(settings.data_dir / "jobs.sqlite3")
+            stack.callback(job_store.close)
+            manager = TrainingManager(job_store, model_store, lanes)
+            await manager.start()
+            stack.push_async_callback(manager.stop)
+            metrics.watch_trainings(lanes.queued, lambda: len(lanes.running()))
+            app.state.trainings = manager
+            app.state.model_server = server
+            stack.push_async_callback(server.close)
             yield
-        finally:
-            await app.state.model_server.close()
-            await manager.stop()
-            job_store.close()
-            await pool.stop()
 
     app = FastAPI(
         title="tensorlens",
@@ -98,13 +80,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
+    # Routes are matched in this order: the busiest (predictions) first.
     routers = (
-        health.router,
-        v2.router,
-        samples.router,
-        images.router,
-        trainings.router,
         models.router,
+        v2.router,
+        images.router,
+        samples.router,
+        trainings.router,
+        health.router,
     )
     for router in routers:
         app.include_router(router)
@@ -124,6 +107,79 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_other_bytes=settings.max_json_bytes,
     )
     return app
+
+
+def _local_backend(
+    settings: Settings, model_store: ModelStore
+) -> tuple[LocalPool, DeviceLanes, ModelServer]:
+    # Settings that can be wrong are checked before any process starts.
+    lane_devices = plan_lanes(settings.devices, settings.lanes_per_device)
+    inference_device = resolve_device(settings.inference_device)
+    pool = LocalPool(
+        settings.image_workers,
+        max_queue_depth=settings.max_queue_depth,
+        default_timeout_s=settings.request_timeout_s,
+        retry_after_s=settings.retry_after_s,
+    )
+    lanes = DeviceLanes(
+        lane_devices,
+        max_queued=settings.max_queued_trainings,
+        cpu_threads=settings.training_cpu_threads,
+        max_job_s=settings.max_training_s,
+    )
+    server = ModelServer(
+        model_store,
+        device=inference_device,
+        cache_size=settings.model_cache_size,
+        batching=settings.batching,
+        max_batch_size=settings.max_batch_size,
+        max_queue_delay_ms=settings.max_queue_delay_ms,
+        cpu_threads=settings.inference_cpu_threads,
+        batch_instances=settings.batch_instances,
+    )
+    return pool, lanes, server
+
+
+async def _ray_backend(
+    settings: Settings, model_store: ModelStore, stack: AsyncExitStack
+) -> tuple[WorkerPool, TrainingLanes, ModelServer]:
+    # Imported here: the local backend never imports Ray.
+    from workers.ray_backend import RayLanes, RayModelServer, RayPool, RayRuntime
+
+    runtime = RayRuntime(
+        settings.ray_address, settings.ray_num_cpus, settings.ray_object_store_bytes
+    )
+    await asyncio.to_thread(runtime.start)
+    stack.callback(runtime.stop)
+    has_gpus = runtime.resources().get("GPU", 0) > 0
+    model_gpus = settings.ray_model_gpus
+    if model_gpus is None:
+        model_gpus = 1 / settings.model_cache_size if has_gpus else 0.0
+    pool = RayPool(
+        task_cpus=settings.ray_image_cpus,
+        max_queue_depth=settings.max_queue_depth,
+        default_timeout_s=settings.request_timeout_s,
+        retry_after_s=settings.retry_after_s,
+    )
+    lanes = RayLanes(
+        max_queued=settings.max_queued_trainings,
+        cpu_threads=settings.training_cpu_threads,
+        max_job_s=settings.max_training_s,
+        task_cpus=settings.ray_training_cpus,
+        task_gpus=settings.ray_training_gpus,
+    )
+    server = RayModelServer(
+        model_store,
+        cache_size=settings.model_cache_size,
+        batching=settings.batching,
+        max_batch_size=settings.max_batch_size,
+        max_queue_delay_ms=settings.max_queue_delay_ms,
+        actor_cpus=settings.ray_model_cpus,
+        actor_gpus=model_gpus,
+        timeout_s=settings.request_timeout_s,
+        batch_instances=settings.batch_instances,
+    )
+    return pool, lanes, server
 
 
 @functools.cache

@@ -121,6 +121,41 @@ class Settings(BaseSettings):
         100_000, ge=1, le=10_000_000, description="Input rows per prediction request."
     )
 
+    # Backend
+    executor: Literal["local", "ray"] = Field(
+        "local",
+        description="Where the work runs: `local` (this machine's worker processes) or `ray` "
+        "(a Ray cluster; needs the `ray` extra).",
+    )
+    ray_address: str = Field(
+        "",
+        description="Ray cluster to join: empty starts a local Ray instance, `auto` joins the "
+        "one on this node, `ray://host:10001` a remote one.",
+    )
+    ray_num_cpus: int | None = Field(
+        None, ge=1, le=4096, description="CPUs of a local Ray instance (default: CPU count)."
+    )
+    ray_object_store_bytes: int = Field(
+        256 * 1024**2, ge=78 * 1024**2, description="Object store of a local Ray instance."
+    )
+    ray_image_cpus: float = Field(1.0, gt=0, le=64, description="CPUs per image task.")
+    ray_training_cpus: float = Field(1.0, gt=0, le=256, description="CPUs per training task.")
+    ray_training_gpus: float | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="GPUs per training task, fractions allowed; empty: 1 when the cluster has "
+        "GPUs, else 0.",
+    )
+    ray_model_cpus: float = Field(0.0, ge=0, le=64, description="CPUs per model actor.")
+    ray_model_gpus: float | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="GPUs per model actor, fractions allowed; empty: 1/model_cache_size when "
+        "the cluster has GPUs (every cached model fits on one), else 0.",
+    )
+
     _split_origins = field_validator("cors_allow_origins", mode="before")(_split_csv)
 
 

@@ -40,14 +40,24 @@ def test_dockerfile_copies_only_what_exists_and_runs_the_service_unprivileged() 
     assert kinds["CMD"] == '["python", "-m", "service"]'
     assert "/readyz" in kinds["HEALTHCHECK"]
     install = " ".join(v for k, v in instructions if k == "RUN")
-    assert "torch==2.13.0" in install and "-c constraints.txt ." in install
+    assert "torch==2.13.0" in install and "-c constraints.txt '.[ray]'" in install
     env = " ".join(v for k, v in instructions if k == "ENV")
     assert "TENSORLENS_DATA_DIR=/data" in env and "TENSORLENS_HOST=0.0.0.0" in env
 
 
+def load_compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def assert_gpu_reservation(service: dict) -> None:
+    (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+
+
 def test_compose_api_service() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose = load_compose()
     api = compose["services"]["api"]
+    assert "profiles" not in api  # the default: `docker compose up`
     assert api["build"]["context"] == "."
     assert set(api["build"]["args"]) == {"BASE_IMAGE", "TORCH_INDEX_URL"}
     assert api["ports"] == ["8000:8000"]
@@ -57,5 +67,39 @@ def test_compose_api_service() -> None:
     check = api["healthcheck"]
     assert check["test"][0] == "CMD" and "/readyz" in check["test"][-1]
     assert re.fullmatch(r"\d+s", check["interval"]) and check["retries"] >= 1
-    (device,) = api["deploy"]["resources"]["reservations"]["devices"]
-    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert_gpu_reservation(api)
+    assert api["environment"]["TENSORLENS_EXECUTOR"] == "${TENSORLENS_EXECUTOR:-local}"
+
+
+def test_compose_cluster_profile() -> None:
+    compose = load_compose()
+    services = compose["services"]
+    api, head, worker = services["api"], services["ray-head"], services["ray-worker"]
+    for node in (head, worker):
+        assert node["profiles"] == ["cluster"]
+        # One image everywhere: Python, Ray and torch versions match across nodes.
+        assert node["image"] == api["image"] and node["build"] == api["build"]
+        assert_gpu_reservation(node)
+        assert re.fullmatch(r"\d+(gb|mb)", node["shm_size"])
+        assert node["command"][:2] == ["ray", "start"] and "--block" in node["command"]
+    for service in (api, head, worker):
+        env = service["environment"]
+        assert env["RAY_USAGE_STATS_ENABLED"] == "0"
+        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == "${RAY_AUTH_TOKEN:-}"
+    assert "--head" in head["command"] and "--port=6379" in head["command"]
+    assert "8265:8265" in head["ports"]  # the dashboard
+    assert head["healthcheck"]["test"][:3] == ["CMD", "ray", "health-check"]
+    assert "--address=ray-head:6379" in worker["command"]
+    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    # The API joins as a node that runs no work, then serves with the Ray executor.
+    script = api["command"][-1]
+    assert "ray start --address=ray-head:6379 --num-cpus=0 --num-gpus=0" in script
+    assert script.rstrip().endswith("exec python -m service")
+    assert api["environment"]["TENSORLENS_RAY_ADDRESS"] == "auto"
+    assert api["depends_on"]["ray-head"] == {"condition": "service_healthy", "required": False}
+    cluster_env = dict(
+        line.split("=", 1)
+        for line in (ROOT / "cluster.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert cluster_env == {"COMPOSE_PROFILES": "cluster", "TENSORLENS_EXECUTOR": "ray"}

@@ -262,7 +262,8 @@ async def test_too_many_steps(limited: httpx.AsyncClient) -> None:
 
 
 async def test_full_queue_answers_429_with_retry_after(make_client) -> None:
-    async with make_client(image_workers=1, max_queue_depth=1) as c:
+    # One worker on either backend: the Ray test cluster has 2 CPUs.
+    async with make_client(image_workers=1, ray_image_cpus=2, max_queue_depth=1) as c:
         pool = c.app.state.pool  # type: ignore[attr-defined]
         slow = "/v1/images/equalize_adapthist?sample=astronaut&kernel_size=8&include_image=false"
         running = asyncio.ensure_future(c.post(slow))
@@ -297,6 +298,7 @@ async def test_slow_work_times_out_with_504(make_client) -> None:
         assert (await c.get("/readyz")).status_code == 200
 
 
+@pytest.mark.local_backend  # the Ray backend's equivalent: tests/service/test_ray_backend.py
 async def test_a_killed_worker_fails_its_request_with_503_and_is_replaced(make_client) -> None:
     async with make_client(image_workers=1) as c:
         pool = c.app.state.pool  # type: ignore[attr-defined]

@@ -215,7 +215,15 @@ async def test_unknown_and_malformed_ids(client: httpx.AsyncClient) -> None:
 
 @pytest.fixture
 async def one_lane(make_client) -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client(image_workers=1, lanes_per_device=1, max_queued_trainings=1) as c:
+    # One training at a time on either backend; on the 2-CPU Ray test cluster a training
+    # leaves room for one image task.
+    async with make_client(
+        image_workers=1,
+        lanes_per_device=1,
+        max_queued_trainings=1,
+        ray_training_cpus=1.5,
+        ray_image_cpus=0.5,
+    ) as c:
         yield c
 
 

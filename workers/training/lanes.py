@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, Protocol
 
 from workers.errors import InvalidInput, InvalidParameter, QueueFull, TensorlensError
 
@@ -70,18 +70,6 @@ def _train_main(conn: Connection, config: dict[str, Any], device: str, cpu_threa
         # Yield the CPU to interactive work: a training never starves image ops.
         with contextlib.suppress(OSError):
             os.nice(10)
-    import safetensors.torch
-    import torch
-
-    from workers.training.configs import validate_training
-    from workers.training.trainer import (
-        TrainingCancelled,
-        TrainingDiverged,
-        build_metadata,
-        train,
-    )
-
-    torch.set_num_threads(cpu_threads)
     cancelled = False
 
     def should_stop() -> bool:
@@ -90,32 +78,59 @@ def _train_main(conn: Connection, config: dict[str, Any], device: str, cpu_threa
             cancelled = conn.recv() == "cancel"
         return cancelled
 
+    outcome = run_training(
+        config,
+        device,
+        cpu_threads,
+        report=lambda progress: conn.send(("progress", progress)),
+        should_stop=should_stop,
+    )
+    conn.send(("done", outcome))
+
+
+def run_training(
+    config: dict[str, Any],
+    device: str,
+    cpu_threads: int,
+    *,
+    report: Callable[[dict[str, Any]], None],
+    should_stop: Callable[[], bool],
+) -> Outcome:
+    """Train ``config`` on ``device`` and say how it ended; the same on every backend."""
+    import safetensors.torch
+    import torch
+
+    from workers.training.configs import validate_training
+    from workers.training.trainer import TrainingCancelled, build_metadata, train
+
+    torch.set_num_threads(cpu_threads)
     try:
         parsed = validate_training(config)
         result = train(
-            parsed,
-            report=lambda p: conn.send(("progress", asdict(p))),
-            should_stop=should_stop,
-            device=device,
+            parsed, report=lambda p: report(asdict(p)), should_stop=should_stop, device=device
         )
         weights = safetensors.torch.save(result.tensors)
-        conn.send(
-            ("done", Outcome("succeeded", weights=weights, metadata=build_metadata(parsed, result)))
-        )
+        return Outcome("succeeded", weights=weights, metadata=build_metadata(parsed, result))
     except TrainingCancelled:
-        conn.send(("done", Outcome("cancelled", reason="cancelled by request")))
-    except TrainingDiverged as exc:
-        conn.send(("done", Outcome("failed", reason=exc.detail)))
-    except TensorlensError as exc:
-        conn.send(("done", Outcome("failed", reason=exc.detail)))
+        return Outcome("cancelled", reason="cancelled by request")
+    except TensorlensError as exc:  # diverged, invalid config
+        return Outcome("failed", reason=exc.detail)
     except Exception as exc:  # a bug or a device error: the job fails with the reason
-        conn.send(("done", Outcome("failed", reason=f"{type(exc).__name__}: {exc}")))
+        return Outcome("failed", reason=f"{type(exc).__name__}: {exc}")
 
 
 ProgressCallback = Callable[[str, dict[str, Any]], None]
 
 #: What a client is told to wait before resubmitting when the training queue is full.
 TRAINING_RETRY_AFTER_S = 10
+
+
+def training_queue_full(max_queued: int) -> QueueFull:
+    """What :meth:`TrainingLanes.submit` raises past ``max_queued`` waiting jobs."""
+    return QueueFull(
+        f"{max_queued} trainings are already waiting; retry later",
+        retry_after_s=TRAINING_RETRY_AFTER_S,
+    )
 
 
 def _die_with_parent() -> None:
@@ -126,6 +141,35 @@ def _die_with_parent() -> None:
         import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class TrainingLanes(Protocol):
+    """What the training manager needs from a backend (device lanes here, Ray tasks)."""
+
+    on_start: Callable[[str, str], None]
+    on_progress: ProgressCallback
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def has_cuda(self) -> bool: ...
+
+    def queued(self) -> int: ...
+
+    def running(self) -> list[str]: ...
+
+    def has_room(self) -> bool: ...
+
+    def queue_full(self) -> QueueFull: ...
+
+    def submit(self, job_id: str, config: dict[str, Any]) -> asyncio.Future[Outcome]: ...
+
+    def cancel(self, job_id: str) -> None: ...
 
 
 class DeviceLanes:
@@ -219,10 +263,7 @@ class DeviceLanes:
         return len(self._waiting) < self.max_queued
 
     def queue_full(self) -> QueueFull:
-        return QueueFull(
-            f"{self.max_queued} trainings are already waiting; retry later",
-            retry_after_s=TRAINING_RETRY_AFTER_S,
-        )
+        return training_queue_full(self.max_queued)
 
     def cancel(self, job_id: str) -> None:
         """Drop a queued job, or ask a running one to stop at its next report.

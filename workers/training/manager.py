@@ -11,7 +11,7 @@ from workers.errors import InvalidParameter
 from workers.training.checkpoints import ModelStore
 from workers.training.configs import RegressionConfig, SpiralConfig
 from workers.training.jobs import Job, JobEvent, JobStore
-from workers.training.lanes import DeviceLanes, Outcome
+from workers.training.lanes import Outcome, TrainingLanes
 
 log = logging.getLogger("tensorlens.training")
 
@@ -23,7 +23,7 @@ class TrainingManager:
     then listeners (Server-Sent Events streams) are woken to read it.
     """
 
-    def __init__(self, jobs: JobStore, models: ModelStore, lanes: DeviceLanes) -> None:
+    def __init__(self, jobs: JobStore, models: ModelStore, lanes: TrainingLanes) -> None:
         self.jobs = jobs
         self.models = models
         self.lanes = lanes

@@ -1,0 +1,195 @@
+"""What only the Ray backend can do wrong, over HTTP: lost workers, and staying optional.
+
+The rest of the API suite runs against the Ray backend too: `pytest --executor=ray`
+(what `make test` does after the local run).
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.service.test_image_errors import assert_problem, assert_still_serving
+from tests.service.test_trainings import LONG, SMALL, submit, wait_finished, wait_status
+from tests.workers.test_ray_backend import ray_processes, wait_until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("ray_cluster")]
+
+
+@pytest.fixture(scope="module")
+async def on_ray(make_client) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(executor="ray") as c:
+        yield c
+
+
+async def test_health_reports_the_clusters_slots(on_ray: httpx.AsyncClient) -> None:
+    ready = await on_ray.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["workers"] == 2  # the 2-CPU test cluster, 1 CPU per image task
+
+
+async def test_a_killed_ray_worker_fails_its_request_with_503(on_ray: httpx.AsyncClient) -> None:
+    slow = asyncio.ensure_future(
+        on_ray.post("/v1/images/equalize_adapthist?sample=astronaut&kernel_size=4")
+    )
+    await wait_until(lambda: ray_processes("tensorlens-image"))
+    for pid in ray_processes("tensorlens-image"):
+        os.kill(pid, signal.SIGKILL)
+    body = assert_problem(await slow, 503, "worker-died")
+    assert "Ray worker" in body["detail"]
+    assert (await on_ray.get("/readyz")).status_code == 200
+    await assert_still_serving(on_ray)
+
+
+async def test_a_training_whose_worker_dies_fails_with_the_reason(
+    on_ray: httpx.AsyncClient,
+) -> None:
+    job = await submit(on_ray, LONG)
+    await wait_status(on_ray, job["id"], "running")
+    for pid in ray_processes("tensorlens-train"):
+        os.kill(pid, signal.SIGKILL)
+    finished = await wait_finished(on_ray, job["id"])
+    assert finished["status"] == "failed"
+    assert "died" in finished["reason"]
+    after = await submit(on_ray, SMALL)
+    assert (await wait_finished(on_ray, after["id"]))["status"] == "succeeded"
+    assert (await on_ray.get("/readyz")).status_code == 200
+
+
+def test_the_local_backend_never_imports_ray(tmp_path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from service.main import create_app
+        from service.settings import Settings
+
+        async def main():
+            app = create_app(Settings(data_dir={str(tmp_path)!r}, image_workers=1))
+            async with app.router.lifespan_context(app):
+                pass
+
+        asyncio.run(main())
+        assert "ray" not in sys.modules, "the local backend imported ray"
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+JOIN_SCRIPT = """
+import asyncio, json, sys, time
+import httpx
+from service.main import create_app
+from service.settings import Settings
+
+SMALL = json.loads(sys.argv[3])
+
+async def main():
+    settings = Settings(data_dir=sys.argv[1], executor="ray", ray_address=sys.argv[2])
+    app = create_app(settings)
+    report = {}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            image = await c.post("/v1/images/canny?sample=camera&include_image=false")
+            report["image"] = image.status_code
+            job = (await c.post("/v1/trainings", json=SMALL)).json()
+            for _ in range(600):
+                job = (await c.get(f"/v1/trainings/{job['id']}")).json()
+                if job["status"] in ("succeeded", "failed", "cancelled"):
+                    break
+                await asyncio.sleep(0.1)
+            report["training"] = job["status"], job["reason"], len(job["progress"] or {})
+            predict = await c.post(
+                f"/v1/models/{job['id']}/predict", json={"inputs": [[0.1, 0.2]]}
+            )
+            report["predict"] = predict.status_code
+    print(json.dumps(report))
+
+asyncio.run(main())
+"""
+
+
+def accepts(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_api_joins_a_running_cluster_as_a_driver_and_through_ray_client(tmp_path) -> None:
+    """`ray start --head` as an operator runs it; the API joins by address and by ray://."""
+    gcs, client = free_port(), free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    # Ray's socket paths must be short: not under pytest's deep tmp_path.
+    temp_dir = tempfile.mkdtemp(prefix="tl-ray-", dir="/tmp")
+    log = (tmp_path / "head.log").open("wb")
+    head = subprocess.Popen(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            f"--port={gcs}",
+            f"--ray-client-server-port={client}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            f"--object-store-memory={100 * 1024**2}",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+            "--block",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        check = [ray_cli, "health-check", "--address", f"127.0.0.1:{gcs}"]
+        for _ in range(120):
+            if subprocess.run(check, env=env, capture_output=True).returncode == 0 and accepts(
+                client
+            ):
+                break
+            assert head.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
+            time.sleep(0.5)
+        for address in (f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}"):
+            data_dir = tmp_path / address.replace(":", "_").replace("/", "")
+            result = subprocess.run(
+                [sys.executable, "-c", JOIN_SCRIPT, str(data_dir), address, json.dumps(SMALL)],
+                env={**env, "TENSORLENS_LOG_LEVEL": "warning"},
+                capture_output=True,
+                text=True,
+                timeout=240,
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+            report = json.loads(result.stdout.strip().splitlines()[-1])
+            assert report["image"] == 200, address
+            status, reason, reports = report["training"]
+            assert status == "succeeded", (address, reason)
+            assert reports > 0  # progress reached the job store
+            assert report["predict"] == 200, address
+    finally:
+        head.terminate()
+        head.wait(timeout=90)
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)

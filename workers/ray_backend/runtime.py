@@ -1,0 +1,65 @@
+"""Joining a Ray cluster, or starting a local Ray instance, for the Ray backend."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# Before Ray is imported: no usage reporting from this service or its tests.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import ray
+
+from workers.errors import PoolUnavailable
+
+
+@dataclass
+class RayRuntime:
+    """Connects this process to Ray.
+
+    Parameters
+    ----------
+    address : str
+        Empty starts a local Ray instance in this process's session; ``auto`` joins the
+        cluster running on this node; ``ray://host:10001`` joins a remote one (Ray client).
+    num_cpus : int or None
+        CPUs of a local instance (default: this machine's). Ignored when joining.
+    object_store_bytes : int
+        Object store size of a local instance. Ignored when joining.
+    """
+
+    address: str = ""
+    num_cpus: int | None = None
+    object_store_bytes: int = 256 * 1024**2
+    _owned: bool = False
+
+    def start(self) -> None:
+        # A process connects once; another app in it (tests) shares the connection.
+        if ray.is_initialized():
+            return
+        try:
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                ray.init(
+                    num_cpus=self.num_cpus,
+                    object_store_memory=self.object_store_bytes,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                )
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise PoolUnavailable(
+                f"cannot reach Ray at {self.address or 'a local instance'}: {exc}"
+            ) from exc
+        self._owned = True
+
+    def stop(self) -> None:
+        # Disconnects from a joined cluster; stops a local instance this process started.
+        if self._owned and ray.is_initialized():
+            ray.shutdown()
+        self._owned = False
+
+    @staticmethod
+    def resources() -> dict[str, float]:
+        """What the cluster has in all (``CPU``, ``GPU``, memory, custom resources)."""
+        return dict(ray.cluster_resources())

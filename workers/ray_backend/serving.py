@@ -1,0 +1,212 @@
+"""Predictions from Ray actors: one actor per loaded model, batching where the weights are."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray import exceptions as rex
+
+from workers.errors import WorkerDied, WorkTimeout
+from workers.training.checkpoints import ModelStore
+from workers.training.inference import DynamicBatcher, LoadedModel, Prediction
+from workers.training.serving import ModelServer
+
+
+class ModelActor:
+    """Holds one model's weights on its device and batches the predictions sent to it.
+
+    The actor is handed the weights (verified by the API node), never a path, so no
+    node but the API's needs the model store.
+    """
+
+    def __init__(
+        self,
+        metadata: dict[str, Any],
+        tensors: dict[str, torch.Tensor],
+        *,
+        batching: bool,
+        max_batch_size: int,
+        max_queue_delay_ms: float,
+        batch_instances: int,
+    ) -> None:
+        gpu_ids = ray.get_gpu_ids()
+        if not gpu_ids:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""  # asked for no GPU: never touch one
+        self.model = LoadedModel.from_tensors(metadata, tensors, "cuda:0" if gpu_ids else "cpu")
+        self.batcher = (
+            DynamicBatcher(
+                self.model.forward,
+                max_batch_size=max_batch_size,
+                max_queue_delay_ms=max_queue_delay_ms,
+                max_concurrent_batches=batch_instances,
+            )
+            if batching
+            else None
+        )
+
+    async def predict(self, rows: np.ndarray) -> Prediction:
+        if self.batcher is None:
+            return await asyncio.to_thread(self.model.forward, rows)
+        return await self.batcher.submit(rows)
+
+    def device(self) -> str:
+        return self.model.device
+
+    def batch_stats(self) -> dict[str, int] | None:
+        if self.batcher is None:
+            return None
+        return {"requests": self.batcher.requests, "forward_calls": self.batcher.forward_calls}
+
+
+class RayModelServer(ModelServer):
+    """A :class:`ModelServer` whose forward passes run in Ray actors.
+
+    The API node keeps its own CPU copy of each model for what needs no forward pass
+    of the served weights' device: metadata, input validation and plots. Actors are
+    kept for up to ``cache_size`` models, least recently used first out; an evicted
+    actor is killed, which frees its memory on its device (GPU memory too).
+
+    Parameters
+    ----------
+    actor_cpus, actor_gpus : float
+        What each model actor asks Ray for; fractions of a GPU let models share one.
+    timeout_s : float
+        Longest a prediction waits for its actor (504 past it).
+    """
+
+    def __init__(
+        self,
+        store: ModelStore,
+        *,
+        cache_size: int,
+        batching: bool,
+        max_batch_size: int,
+        max_queue_delay_ms: float,
+        actor_cpus: float,
+        actor_gpus: float,
+        timeout_s: float,
+        batch_instances: int = 1,
+    ) -> None:
+        super().__init__(
+            store,
+            device="cpu",
+            cache_size=cache_size,
+            batching=batching,
+            max_batch_size=max_batch_size,
+            max_queue_delay_ms=max_queue_delay_ms,
+            batch_instances=batch_instances,
+        )
+        self.actor_cpus = actor_cpus
+        self.actor_gpus = actor_gpus
+        self.timeout_s = timeout_s
+        self._actor_class = ray.remote(ModelActor)
+        self._actors: OrderedDict[str, _ActorEntry] = OrderedDict()
+        self._draining: dict[str, _ActorEntry] = {}
+
+    async def predict(self, model_id: str, inputs: Any) -> tuple[LoadedModel, Prediction]:
+        # The API's copy is held (not released by an eviction) while the actor is made from it.
+        model = await asyncio.to_thread(self.cache.checkout, model_id, lambda: self._load(model_id))
+        try:
+            rows = model.validate_inputs(inputs)
+            entry = self._checkout(model_id, model)
+        finally:
+            model.checkin()
+        try:
+            prediction = await asyncio.wait_for(
+                _result(entry.actor.predict.remote(rows)), self.timeout_s
+            )
+        except TimeoutError:
+            raise WorkTimeout(
+                f"the model did not answer within {self.timeout_s:g} s", timeout_s=self.timeout_s
+            ) from None
+        except (rex.ActorDiedError, rex.ActorUnavailableError) as exc:
+            if self._actors.get(model_id) is entry:
+                self._evict(model_id)
+            raise WorkerDied(
+                f"the Ray actor serving the model died ({type(exc).__name__}); a new one "
+                "starts with the next request"
+            ) from None
+        finally:
+            entry.checkin(self, model_id)
+        return model, prediction
+
+    def actor_for(self, model_id: str) -> Any:
+        """The actor serving ``model_id``, or None when the model is not loaded on the cluster."""
+        entry = self._actors.get(model_id)
+        return None if entry is None else entry.actor
+
+    async def batch_stats(self, model_id: str) -> dict[str, int] | None:
+        entry = self._actors.get(model_id)
+        if entry is None:
+            return None
+        return await _result(entry.actor.batch_stats.remote())
+
+    async def unload(self, model_id: str) -> None:
+        self._evict(model_id)
+        await super().unload(model_id)
+
+    async def close(self) -> None:
+        for model_id in list(self._actors):
+            self._evict(model_id)
+        await super().close()
+
+    def _checkout(self, model_id: str, model: LoadedModel) -> _ActorEntry:
+        entry = self._actors.get(model_id)
+        if entry is None and model_id in self._draining:
+            # Evicted but still answering requests: take it back rather than start another.
+            entry = self._actors[model_id] = self._draining.pop(model_id)
+            entry.evicted = False
+        if entry is None:
+            while len(self._actors) >= self.cache.capacity:
+                self._evict(next(iter(self._actors)))
+            actor = self._actor_class.options(
+                num_cpus=self.actor_cpus, num_gpus=self.actor_gpus, max_restarts=0
+            ).remote(
+                model.metadata,
+                {name: t.detach().cpu() for name, t in model.module.state_dict().items()},
+                batching=self.batching,
+                max_batch_size=self.max_batch_size,
+                max_queue_delay_ms=self.max_queue_delay_ms,
+                batch_instances=self.batch_instances,
+            )
+            entry = self._actors[model_id] = _ActorEntry(actor)
+        self._actors.move_to_end(model_id)
+        entry.users += 1
+        return entry
+
+    def _evict(self, model_id: str) -> None:
+        entry = self._actors.pop(model_id, None)
+        if entry is not None:
+            entry.evicted = True
+            if entry.users:
+                self._draining[model_id] = entry
+            entry.kill_if_idle()
+
+
+class _ActorEntry:
+    """An actor and the requests using it: an evicted actor is killed when the last ends."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+        self.users = 0
+        self.evicted = False
+
+    def checkin(self, server: RayModelServer, model_id: str) -> None:
+        self.users -= 1
+        if self.evicted and self.users == 0 and server._draining.get(model_id) is self:
+            del server._draining[model_id]
+        self.kill_if_idle()
+
+    def kill_if_idle(self) -> None:
+        if self.evicted and self.users == 0:
+            ray.kill(self.actor)
+
+
+async def _result(ref: ray.ObjectRef) -> Any:
+    return await ref
