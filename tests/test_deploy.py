@@ -86,6 +86,8 @@ def test_compose_cluster_profile() -> None:
         env = service["environment"]
         assert env["RAY_USAGE_STATS_ENABLED"] == "0"
         assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == "${RAY_AUTH_TOKEN:-}"
+    # Nodes override the image's API healthcheck with Ray's own.
+    assert head["healthcheck"]["test"][:3] == worker["healthcheck"]["test"][:3]
     assert "--head" in head["command"] and "--port=6379" in head["command"]
     assert "8265:8265" in head["ports"]  # the dashboard
     assert head["healthcheck"]["test"][:3] == ["CMD", "ray", "health-check"]
