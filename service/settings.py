@@ -147,7 +147,13 @@ class Settings(BaseSettings):
         description="GPUs per training task, fractions allowed; empty: 1 when the cluster has "
         "GPUs, else 0.",
     )
-    ray_model_cpus: float = Field(0.0, ge=0, le=64, description="CPUs per model actor.")
+    ray_model_cpus: float = Field(
+        0.01,
+        ge=0,
+        le=64,
+        description="CPUs per model actor; above 0 keeps actors off nodes with no CPUs "
+        "(the API node of `docker compose`).",
+    )
     ray_model_gpus: float | None = Field(
         None,
         ge=0,

@@ -96,6 +96,7 @@ def test_compose_cluster_profile() -> None:
     # The API joins as a node that runs no work, then serves with the Ray executor.
     script = api["command"][-1]
     assert "ray start --address=ray-head:6379 --num-cpus=0 --num-gpus=0" in script
+    assert '[ -n "$$RAY_AUTH_TOKEN" ] || {' in script  # no token: fail, not a lone head
     assert script.rstrip().endswith("exec python -m service")
     assert api["environment"]["TENSORLENS_RAY_ADDRESS"] == "auto"
     assert api["depends_on"]["ray-head"] == {"condition": "service_healthy", "required": False}

@@ -49,13 +49,16 @@ def _train_task(config: dict[str, Any], cpu_threads: int) -> Iterator[tuple[str,
     stop = threading.Event()
 
     def work() -> None:
-        outcome = run_training(
-            config,
-            device,
-            cpu_threads,
-            report=lambda progress: events.put(("progress", progress)),
-            should_stop=stop.is_set,
-        )
+        try:
+            outcome = run_training(
+                config,
+                device,
+                cpu_threads,
+                report=lambda progress: events.put(("progress", progress)),
+                should_stop=stop.is_set,
+            )
+        except BaseException as exc:  # e.g. torch failing to import: the job ends now
+            outcome = Outcome("failed", reason=f"{type(exc).__name__}: {exc}")
         events.put(("done", outcome))
 
     # The training runs beside the generator so that a cancel (an interrupt here) can
@@ -213,12 +216,14 @@ class RayLanes:
             "max_retries": 0,
             "name": "tensorlens-train",
         }
-        stream = (
-            _RelayedStream(options, config, self.cpu_threads)
-            if _on_ray_client()
-            else (_DirectStream(self._remote.options(**options).remote(config, self.cpu_threads)))
-        )
+        stream: _DirectStream | _RelayedStream | None = None
         try:
+            # Submitting can fail too (a lost connection): inside, so the job still ends.
+            stream = (
+                _RelayedStream(options, config, self.cpu_threads)
+                if _on_ray_client()
+                else _DirectStream(self._remote.options(**options).remote(config, self.cpu_threads))
+            )
             async with asyncio.timeout(self.max_job_s):
                 async for kind, payload in stream:
                     if kind == "started":
@@ -231,11 +236,13 @@ class RayLanes:
                         return payload
             return Outcome("failed", reason="the training task ended without an outcome")
         except TimeoutError:
-            stream.cancel(force=True)
+            if stream is not None:
+                stream.cancel(force=True)
             return Outcome("failed", reason=f"over the time limit of {self.max_job_s:g} s")
         except asyncio.CancelledError:
             # Cancelled while waiting for the cluster, or at shutdown.
-            stream.cancel(force=True)
+            if stream is not None:
+                stream.cancel(force=True)
             raise
         except rex.TaskCancelledError:
             return Outcome("cancelled", reason="cancelled by request")
@@ -251,7 +258,8 @@ class RayLanes:
         finally:
             self._waiting.pop(job_id, None)
             self._running.pop(job_id, None)
-            stream.close()
+            if stream is not None:
+                stream.close()
 
 
 def _on_ray_client() -> bool:
@@ -269,7 +277,8 @@ class _DirectStream:
             yield await ref
 
     def cancel(self, force: bool = False) -> None:
-        ray.cancel(self._generator, force=force)
+        with contextlib.suppress(Exception):  # best effort: the task may be gone already
+            ray.cancel(self._generator, force=force)
 
     def close(self) -> None:
         pass
@@ -292,7 +301,9 @@ class _RelayedStream:
             yield kind, payload
 
     def cancel(self, force: bool = False) -> None:
-        self._relay.cancel.remote(force)
+        with contextlib.suppress(Exception):  # best effort: the relay may be gone already
+            self._relay.cancel.remote(force)
 
     def close(self) -> None:
-        ray.kill(self._relay)
+        with contextlib.suppress(Exception):
+            ray.kill(self._relay)

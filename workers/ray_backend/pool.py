@@ -29,7 +29,11 @@ WORKER_LOST = (
     rex.ObjectLostError,
     rex.OwnerDiedError,
     rex.LocalRayletDiedError,
+    rex.OutOfMemoryError,  # Ray's memory monitor killed the worker
 )
+
+#: Longest the pool waits at start for its warm-up tasks to be scheduled.
+START_TIMEOUT_S = 120.0
 
 
 def _execute(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
@@ -78,7 +82,13 @@ class RayPool:
         self._slots = max(1, int(cpus // self.task_cpus)) if self.task_cpus else 1
         # One warm-up task per slot, so the first requests find workers with the ops imported.
         warm = [self._remote.remote(_preload, (self._preload,)) for _ in range(self._slots)]
-        for status, value in await asyncio.gather(*warm):
+        try:
+            started = await asyncio.wait_for(asyncio.gather(*warm), START_TIMEOUT_S)
+        except TimeoutError:
+            raise PoolUnavailable(
+                f"no Ray worker started within {START_TIMEOUT_S:g} s: does the cluster have CPUs?"
+            ) from None
+        for status, value in started:
             if status != "ok":
                 raise PoolUnavailable(f"a Ray worker failed to start: {value}")
         self._started = True
@@ -109,8 +119,11 @@ class RayPool:
                 retry_after_s=self.retry_after_s,
             )
         timeout = self.default_timeout_s if timeout_s is None else timeout_s
+        try:
+            ref = self._remote.remote(fn, args)
+        except Exception as exc:  # unserialisable work, a lost connection
+            raise RemoteError(f"the work could not be submitted to Ray: {exc}") from None
         self._outstanding += 1
-        ref = self._remote.remote(fn, args)
         try:
             status, value = await asyncio.wait_for(_result(ref), timeout)
         except TimeoutError:

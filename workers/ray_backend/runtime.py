@@ -47,7 +47,7 @@ class RayRuntime:
                     include_dashboard=False,
                     log_to_driver=False,
                 )
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
             raise PoolUnavailable(
                 f"cannot reach Ray at {self.address or 'a local instance'}: {exc}"
             ) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections import OrderedDict
 from typing import Any
@@ -12,7 +13,8 @@ import ray
 import torch
 from ray import exceptions as rex
 
-from workers.errors import WorkerDied, WorkTimeout
+from workers.errors import TensorlensError, WorkerDied, WorkTimeout
+from workers.ray_backend.pool import WORKER_LOST
 from workers.training.checkpoints import ModelStore
 from workers.training.inference import DynamicBatcher, LoadedModel, Prediction
 from workers.training.serving import ModelServer
@@ -125,13 +127,16 @@ class RayModelServer(ModelServer):
             raise WorkTimeout(
                 f"the model did not answer within {self.timeout_s:g} s", timeout_s=self.timeout_s
             ) from None
-        except (rex.ActorDiedError, rex.ActorUnavailableError) as exc:
-            if self._actors.get(model_id) is entry:
-                self._evict(model_id)
+        except TensorlensError:
+            raise  # the actor's own answer, e.g. a batcher closed by an unload
+        except (rex.RayActorError, *WORKER_LOST) as exc:
+            self._forget(model_id, entry)
             raise WorkerDied(
                 f"the Ray actor serving the model died ({type(exc).__name__}); a new one "
                 "starts with the next request"
             ) from None
+        except rex.RayError as exc:
+            raise WorkerDied(f"Ray failed the prediction ({type(exc).__name__}); retry") from None
         finally:
             entry.checkin(self, model_id)
         return model, prediction
@@ -180,6 +185,14 @@ class RayModelServer(ModelServer):
         entry.users += 1
         return entry
 
+    def _forget(self, model_id: str, entry: _ActorEntry) -> None:
+        # A dead actor is never handed out again, whoever still holds it.
+        entry.dead = True
+        if self._actors.get(model_id) is entry:
+            del self._actors[model_id]
+        if self._draining.get(model_id) is entry:
+            del self._draining[model_id]
+
     def _evict(self, model_id: str) -> None:
         entry = self._actors.pop(model_id, None)
         if entry is not None:
@@ -196,6 +209,7 @@ class _ActorEntry:
         self.actor = actor
         self.users = 0
         self.evicted = False
+        self.dead = False
 
     def checkin(self, server: RayModelServer, model_id: str) -> None:
         self.users -= 1
@@ -204,8 +218,9 @@ class _ActorEntry:
         self.kill_if_idle()
 
     def kill_if_idle(self) -> None:
-        if self.evicted and self.users == 0:
-            ray.kill(self.actor)
+        if self.evicted and self.users == 0 and not self.dead:
+            with contextlib.suppress(Exception):  # best effort: it may be gone already
+                ray.kill(self.actor)
 
 
 async def _result(ref: ray.ObjectRef) -> Any:
