@@ -177,7 +177,6 @@ async def _ray_backend(
         actor_cpus=settings.ray_model_cpus,
         actor_gpus=model_gpus,
         timeout_s=settings.request_timeout_s,
-        batch_instances=settings.batch_instances,
     )
     return pool, lanes, server
 

@@ -24,7 +24,9 @@ class ModelActor:
     """Holds one model's weights on its device and batches the predictions sent to it.
 
     The actor is handed the weights (verified by the API node), never a path, so no
-    node but the API's needs the model store.
+    node but the API's needs the model store. It runs one batch at a time: requests reach
+    it one call at a time, and overlapping batches (``TENSORLENS_BATCH_INSTANCES``, which
+    overlap the API process's HTTP work with a pass) would only split them here.
     """
 
     def __init__(
@@ -35,7 +37,6 @@ class ModelActor:
         batching: bool,
         max_batch_size: int,
         max_queue_delay_ms: float,
-        batch_instances: int,
     ) -> None:
         gpu_ids = ray.get_gpu_ids()
         if not gpu_ids:
@@ -46,7 +47,6 @@ class ModelActor:
                 self.model.forward,
                 max_batch_size=max_batch_size,
                 max_queue_delay_ms=max_queue_delay_ms,
-                max_concurrent_batches=batch_instances,
             )
             if batching
             else None
@@ -93,7 +93,6 @@ class RayModelServer(ModelServer):
         actor_cpus: float,
         actor_gpus: float,
         timeout_s: float,
-        batch_instances: int = 1,
     ) -> None:
         super().__init__(
             store,
@@ -102,7 +101,6 @@ class RayModelServer(ModelServer):
             batching=batching,
             max_batch_size=max_batch_size,
             max_queue_delay_ms=max_queue_delay_ms,
-            batch_instances=batch_instances,
         )
         self.actor_cpus = actor_cpus
         self.actor_gpus = actor_gpus
@@ -178,7 +176,6 @@ class RayModelServer(ModelServer):
                 batching=self.batching,
                 max_batch_size=self.max_batch_size,
                 max_queue_delay_ms=self.max_queue_delay_ms,
-                batch_instances=self.batch_instances,
             )
             entry = self._actors[model_id] = _ActorEntry(actor)
         self._actors.move_to_end(model_id)
