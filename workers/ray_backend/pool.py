@@ -125,7 +125,7 @@ class RayPool:
             raise RemoteError(f"the work could not be submitted to Ray: {exc}") from None
         self._outstanding += 1
         try:
-            status, value = await asyncio.wait_for(_result(ref), timeout)
+            status, value = await asyncio.wait_for(ref, timeout)
         except TimeoutError:
             ray.cancel(ref, force=True)
             raise WorkTimeout(
@@ -150,7 +150,3 @@ class RayPool:
         if status == "ok":
             return value
         raise value
-
-
-async def _result(ref: ray.ObjectRef) -> Any:
-    return await ref

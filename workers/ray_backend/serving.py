@@ -114,13 +114,11 @@ class RayModelServer(ModelServer):
         model = await asyncio.to_thread(self.cache.checkout, model_id, lambda: self._load(model_id))
         try:
             rows = model.validate_inputs(inputs)
-            entry = self._checkout(model_id, model)
+            entry = self._checkout_actor(model_id, model)
         finally:
             model.checkin()
         try:
-            prediction = await asyncio.wait_for(
-                _result(entry.actor.predict.remote(rows)), self.timeout_s
-            )
+            prediction = await asyncio.wait_for(entry.actor.predict.remote(rows), self.timeout_s)
         except TimeoutError:
             raise WorkTimeout(
                 f"the model did not answer within {self.timeout_s:g} s", timeout_s=self.timeout_s
@@ -148,7 +146,7 @@ class RayModelServer(ModelServer):
         entry = self._actors.get(model_id)
         if entry is None:
             return None
-        return await _result(entry.actor.batch_stats.remote())
+        return await entry.actor.batch_stats.remote()
 
     async def unload(self, model_id: str) -> None:
         self._evict(model_id)
@@ -159,7 +157,7 @@ class RayModelServer(ModelServer):
             self._evict(model_id)
         await super().close()
 
-    def _checkout(self, model_id: str, model: LoadedModel) -> _ActorEntry:
+    def _checkout_actor(self, model_id: str, model: LoadedModel) -> _ActorEntry:
         entry = self._actors.get(model_id)
         if entry is None and model_id in self._draining:
             # Evicted but still answering requests: take it back rather than start another.
@@ -218,7 +216,3 @@ class _ActorEntry:
         if self.evicted and self.users == 0 and not self.dead:
             with contextlib.suppress(Exception):  # best effort: it may be gone already
                 ray.kill(self.actor)
-
-
-async def _result(ref: ray.ObjectRef) -> Any:
-    return await ref
