@@ -137,6 +137,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def head_logs(temp_dir: str) -> str:
+    """The head's Ray Client server logs, for a failure message."""
+    import glob
+
+    parts = []
+    for path in sorted(glob.glob(f"{temp_dir}/session_latest/logs/ray_client_server*")):
+        with open(path, errors="replace") as f:
+            parts.append(f"--- {path}\n{f.read()[-2000:]}")
+    return "\n".join(parts)
+
+
 def test_the_api_joins_a_running_cluster_as_a_driver_and_through_ray_client(tmp_path) -> None:
     """`ray start --head` as an operator runs it; the API joins by address and by ray://."""
     gcs, client = free_port(), free_port()
@@ -181,7 +192,7 @@ def test_the_api_joins_a_running_cluster_as_a_driver_and_through_ray_client(tmp_
                 text=True,
                 timeout=240,
             )
-            assert result.returncode == 0, result.stderr[-3000:]
+            assert result.returncode == 0, result.stderr[-3000:] + head_logs(temp_dir)
             report = json.loads(result.stdout.strip().splitlines()[-1])
             assert report["image"] == 200, address
             status, reason, reports = report["training"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from dataclasses import dataclass
 
 # Before Ray is imported: no usage reporting from this service or its tests.
@@ -11,6 +13,14 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray
 
 from workers.errors import PoolUnavailable
+
+logger = logging.getLogger(__name__)
+
+# A Ray Client join is retried when the head's proxy fails to start the per-client server
+# it hands each driver to (it now and then does, on a busy head). Joining by a GCS address
+# needs no retry here: Ray itself waits for an unreachable GCS.
+JOIN_ATTEMPTS = 3
+JOIN_RETRY_DELAY_S = 2.0
 
 
 @dataclass
@@ -39,7 +49,7 @@ class RayRuntime:
             return
         try:
             if self.address:
-                ray.init(address=self.address, log_to_driver=False)
+                self._join()
             else:
                 ray.init(
                     num_cpus=self.num_cpus,
@@ -52,6 +62,26 @@ class RayRuntime:
                 f"cannot reach Ray at {self.address or 'a local instance'}: {exc}"
             ) from exc
         self._owned = True
+
+    def _join(self) -> None:
+        attempts = JOIN_ATTEMPTS if self.address.startswith("ray://") else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                ray.init(address=self.address, log_to_driver=False)
+                return
+            except ConnectionAbortedError as exc:
+                if attempt == attempts:
+                    raise
+                logger.warning(
+                    "joining Ray at %s failed (attempt %d of %d), retrying: %s",
+                    self.address,
+                    attempt,
+                    attempts,
+                    str(exc).strip().splitlines()[-1] if str(exc).strip() else exc,
+                )
+                if ray.is_initialized():
+                    ray.shutdown()
+                time.sleep(JOIN_RETRY_DELAY_S)
 
     def stop(self) -> None:
         # Disconnects from a joined cluster; stops a local instance this process started.
