@@ -157,6 +157,7 @@ async def _ray_backend(
         model_gpus = 1 / settings.model_cache_size if has_gpus else 0.0
     pool = RayPool(
         task_cpus=settings.ray_image_cpus,
+        placement=settings.ray_image_placement,
         max_queue_depth=settings.max_queue_depth,
         default_timeout_s=settings.request_timeout_s,
         retry_after_s=settings.retry_after_s,

@@ -138,7 +138,19 @@ class Settings(BaseSettings):
     ray_object_store_bytes: int = Field(
         256 * 1024**2, ge=78 * 1024**2, description="Object store of a local Ray instance."
     )
-    ray_image_cpus: float = Field(1.0, gt=0, le=64, description="CPUs per image task.")
+    ray_image_cpus: float = Field(
+        1.0,
+        gt=0,
+        le=64,
+        description="CPUs per image worker: each node runs one per this many of its CPUs "
+        "(actors), or each image task asks for this many (tasks).",
+    )
+    ray_image_placement: Literal["actors", "tasks"] = Field(
+        "actors",
+        description="Where image work runs on Ray: long-lived image worker actors pinned "
+        "to the nodes (no per-request worker lease: lower latency), or one Ray task per "
+        "request (Ray accounts for each one, so an autoscaler sees the demand).",
+    )
     ray_training_cpus: float = Field(1.0, gt=0, le=256, description="CPUs per training task.")
     ray_training_gpus: float | None = Field(
         None,

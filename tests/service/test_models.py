@@ -39,9 +39,10 @@ class Served:
 async def served(make_client, tmp_path_factory) -> AsyncIterator[Served]:
     data_dir = tmp_path_factory.mktemp("served")
     async with make_client(image_workers=1, data_dir=data_dir, model_cache_size=2) as c:
-        jobs = [await submit(c, config) for config in (SMALL, ENSEMBLE)]
-        for job in jobs:
-            assert (await wait_finished(c, job["id"]))["status"] == "succeeded"
+        jobs = []
+        for config in (SMALL, ENSEMBLE):  # one after the other: the ensemble is the newest
+            jobs.append(await submit(c, config))
+            assert (await wait_finished(c, jobs[-1]["id"]))["status"] == "succeeded"
         yield Served(c, data_dir, jobs[0]["id"], jobs[1]["id"])
 
 

@@ -42,8 +42,8 @@ async def test_a_killed_ray_worker_fails_its_request_with_503(on_ray: httpx.Asyn
     slow = asyncio.ensure_future(
         on_ray.post("/v1/images/equalize_adapthist?sample=astronaut&kernel_size=4")
     )
-    await wait_until(lambda: ray_processes("tensorlens-image"))
-    for pid in ray_processes("tensorlens-image"):
+    await wait_until(lambda: ray_processes("ImageWorker.run"))
+    for pid in ray_processes("ImageWorker.run"):
         os.kill(pid, signal.SIGKILL)
     body = assert_problem(await slow, 503, "worker-died")
     assert "Ray worker" in body["detail"]

@@ -19,6 +19,11 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
+def sleep_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
 def crash() -> None:
     os._exit(3)
 

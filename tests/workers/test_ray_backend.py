@@ -58,12 +58,19 @@ async def wait_until(condition: Callable[[], object], timeout_s: float = 30.0) -
         await asyncio.sleep(0.02)
 
 
-@pytest.fixture
-async def pool() -> AsyncIterator[RayPool]:
-    pool = RayPool(task_cpus=1, max_queue_depth=2, default_timeout_s=20, preload=())
+@pytest.fixture(params=["actors", "tasks"])
+async def pool(request: pytest.FixtureRequest) -> AsyncIterator[RayPool]:
+    pool = RayPool(
+        task_cpus=1, max_queue_depth=2, default_timeout_s=20, preload=(), placement=request.param
+    )
     await pool.start()
     yield pool
     await pool.stop()
+
+
+def busy_workers(pool: RayPool) -> list[int]:
+    """Pids of the Ray workers now running the pool's work (by their process title)."""
+    return ray_processes("ImageWorker.run" if pool.placement == "actors" else "tensorlens-image")
 
 
 async def test_runs_work_on_ray_workers_in_parallel(pool: RayPool) -> None:
@@ -101,8 +108,32 @@ async def test_a_runaway_task_is_stopped_at_its_deadline(pool: RayPool) -> None:
     with pytest.raises(WorkTimeout):
         await pool.run(tasks.sleep, 30, timeout_s=0.5)
     assert time.perf_counter() - started < 5
-    await wait_until(lambda: not ray_processes("tensorlens-image"))  # its worker was killed
+    await wait_until(lambda: not busy_workers(pool))  # its worker was killed
     assert await pool.run(tasks.add, 1, 2) == 3
+    if pool.placement == "actors":
+        # The killed actor rejoins once Ray restarted it in place: both slots serve again.
+        await wait_until(lambda: pool.stats().workers_alive == 2)
+        started = time.perf_counter()
+        await asyncio.gather(pool.run(tasks.sleep, 1.0), pool.run(tasks.sleep, 1.0))
+        assert time.perf_counter() - started < 1.8
+
+
+async def test_a_client_that_goes_away_loses_no_image_worker_actor() -> None:
+    pool = RayPool(task_cpus=1, max_queue_depth=2, default_timeout_s=20, preload=())
+    await pool.start()
+    try:
+        for _ in range(3):
+            gone = asyncio.ensure_future(pool.run(tasks.sleep, 0.5))
+            await asyncio.sleep(0.1)
+            gone.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await gone
+        assert pool.stats().in_flight == 0
+        started = time.perf_counter()
+        await asyncio.gather(pool.run(tasks.sleep, 1.0), pool.run(tasks.sleep, 1.0))
+        assert time.perf_counter() - started < 2.8  # behind at most the last 0.5 s call
+    finally:
+        await pool.stop()
 
 
 async def test_a_dead_worker_fails_its_request_and_ray_replaces_it(pool: RayPool) -> None:
@@ -110,6 +141,18 @@ async def test_a_dead_worker_fails_its_request_and_ray_replaces_it(pool: RayPool
         await pool.run(tasks.crash)
     assert pool.stats().restarts == 1
     assert await pool.run(tasks.add, 1, 2) == 3
+
+
+async def test_image_workers_are_one_per_task_cpus_of_each_node() -> None:
+    pool = RayPool(task_cpus=0.5, max_queue_depth=0, default_timeout_s=20, preload=())
+    await pool.start()
+    try:
+        assert pool.stats().workers == 4  # the 2-CPU node, half a CPU each
+        pids = await asyncio.gather(*(pool.run(tasks.sleep_pid, 0.5) for _ in range(4)))
+        assert len(set(pids)) == 4
+    finally:
+        await pool.stop()
+    await wait_until(lambda: not ray_processes("ImageWorker"))  # stopping kills them
 
 
 async def test_a_stopped_pool_refuses_work(pool: RayPool) -> None:
