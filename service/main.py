@@ -145,6 +145,7 @@ async def _ray_backend(
 ) -> tuple[WorkerPool, TrainingLanes, ModelServer]:
     # Imported here: the local backend never imports Ray.
     from workers.ray_backend import RayLanes, RayModelServer, RayPool, RayRuntime
+    from workers.ray_backend.runtime import MODEL_GPU_SHARE
 
     runtime = RayRuntime(
         settings.ray_address, settings.ray_num_cpus, settings.ray_object_store_bytes
@@ -154,7 +155,7 @@ async def _ray_backend(
     has_gpus = runtime.resources().get("GPU", 0) > 0
     model_gpus = settings.ray_model_gpus
     if model_gpus is None:
-        model_gpus = 1 / settings.model_cache_size if has_gpus else 0.0
+        model_gpus = MODEL_GPU_SHARE / settings.model_cache_size if has_gpus else 0.0
     pool = RayPool(
         task_cpus=settings.ray_image_cpus,
         placement=settings.ray_image_placement,

@@ -156,8 +156,8 @@ class Settings(BaseSettings):
         None,
         ge=0,
         le=64,
-        description="GPUs per training task, fractions allowed; empty: 1 when the cluster has "
-        "GPUs, else 0.",
+        description="GPUs per training task, fractions allowed; empty: 0.75 when the cluster "
+        "has GPUs (one training per GPU, the cached models share the rest), else 0.",
     )
     ray_model_cpus: float = Field(
         0.01,
@@ -170,8 +170,8 @@ class Settings(BaseSettings):
         None,
         ge=0,
         le=64,
-        description="GPUs per model actor, fractions allowed; empty: 1/model_cache_size when "
-        "the cluster has GPUs (every cached model fits on one), else 0.",
+        description="GPUs per model actor, fractions allowed; empty: 0.25/model_cache_size "
+        "when the cluster has GPUs (every cached model fits beside a training), else 0.",
     )
 
     _split_origins = field_validator("cors_allow_origins", mode="before")(_split_csv)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from service.settings import Settings
 from tests.service.test_image_errors import assert_problem, assert_still_serving
 from tests.service.test_trainings import LONG, SMALL, submit, wait_finished, wait_status
 from tests.workers.test_ray_backend import ray_processes, wait_until
@@ -204,3 +205,62 @@ def test_the_api_joins_a_running_cluster_as_a_driver_and_through_ray_client(tmp_
         head.wait(timeout=90)
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+GPU_SCRIPT = """
+import asyncio, json, sys
+import httpx, ray
+from service.main import create_app
+from service.settings import Settings
+
+SMALL = json.loads(sys.argv[2])
+
+async def main():
+    # One GPU as Ray counts them, that torch (a CPU build) cannot use.
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
+             object_store_memory=100 * 1024**2)
+    app = create_app(Settings(data_dir=sys.argv[1], executor="ray"))
+    report = {}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            async def train():
+                job = (await c.post("/v1/trainings", json=SMALL)).json()
+                for _ in range(900):
+                    job = (await c.get(f"/v1/trainings/{job['id']}")).json()
+                    if job["status"] in ("succeeded", "failed", "cancelled"):
+                        break
+                    await asyncio.sleep(0.1)
+                return job
+            first = await train()
+            predict_path = f"/v1/models/{first['id']}/predict"
+            predict = await c.post(predict_path, json={"inputs": [[0.1, 0.2]]})
+            report["predict"] = predict.status_code
+            report["gpu_free_beside_the_model"] = ray.available_resources().get("GPU", 0)
+            # The model's actor keeps its share; a training still gets the GPU.
+            second = await train()
+            report["trainings"] = [first["status"], second["status"], second["reason"]]
+            again = await c.post(predict_path, json={"inputs": [[0.1, 0.2]]})
+            report["predict_again"] = again.status_code
+    print(json.dumps(report))
+
+asyncio.run(main())
+"""
+
+
+def test_on_a_cluster_with_a_gpu_trainings_and_loaded_models_share_it(tmp_path) -> None:
+    """A GPU Ray counts but torch cannot use: work falls back to the CPU, and a model's
+    actor holding its share of the GPU keeps no training off it."""
+    result = subprocess.run(
+        [sys.executable, "-c", GPU_SCRIPT, str(tmp_path), json.dumps(SMALL)],
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TENSORLENS_LOG_LEVEL": "warning"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["predict"] == 200 and report["predict_again"] == 200
+    cache_size = Settings().model_cache_size
+    assert report["gpu_free_beside_the_model"] == pytest.approx(1 - 0.25 / cache_size, abs=1e-4)
+    assert report["trainings"] == ["succeeded", "succeeded", None]

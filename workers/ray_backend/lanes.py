@@ -22,6 +22,7 @@ from ray import exceptions as rex
 
 from workers.errors import InvalidInput, QueueFull
 from workers.ray_backend.pool import WORKER_LOST
+from workers.ray_backend.runtime import TRAINING_GPU_SHARE, ray_device
 from workers.training.lanes import (
     CANCEL_GRACE_S,
     Outcome,
@@ -32,18 +33,14 @@ from workers.training.lanes import (
 
 
 def _train_task(config: dict[str, Any], cpu_threads: int) -> Iterator[tuple[str, Any]]:
-    gpu_ids = ray.get_gpu_ids()
-    if not gpu_ids:
-        # Asked for no GPU: never touch one, whatever the node has.
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    device = ray_device()
+    if device == "cpu":
+        if config.get("device") == "cuda":
+            yield "done", Outcome("failed", reason="the Ray task was given no usable GPU")
+            return
         # As on the local lanes, a CPU training yields the core to interactive work.
         with contextlib.suppress(OSError):
             os.nice(10)
-    # Ray narrows CUDA_VISIBLE_DEVICES to the GPU it assigned, which torch sees as cuda:0.
-    device = "cuda:0" if gpu_ids else "cpu"
-    if config.get("device") == "cuda" and not gpu_ids:
-        yield "done", Outcome("failed", reason="the Ray task was given no GPU")
-        return
     yield "started", device
     events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
     stop = threading.Event()
@@ -112,8 +109,9 @@ class RayLanes:
     task_cpus : float
         CPUs each training task asks Ray for.
     task_gpus : float or None
-        GPUs each training asks for (fractions share a GPU); ``None``: 1 when the
-        cluster has GPUs, else 0. A job whose config says ``device: cpu`` asks for none.
+        GPUs each training asks for (fractions share a GPU); ``None``:
+        :data:`TRAINING_GPU_SHARE` when the cluster has GPUs, else 0. A job whose config
+        says ``device: cpu`` asks for none.
     """
 
     def __init__(
@@ -140,7 +138,8 @@ class RayLanes:
 
     async def start(self) -> None:
         if self.task_gpus is None:
-            self.task_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+            has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+            self.task_gpus = TRAINING_GPU_SHARE if has_gpus else 0.0
         self._started = True
 
     async def stop(self) -> None:

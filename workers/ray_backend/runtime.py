@@ -14,6 +14,12 @@ import ray
 
 from workers.errors import PoolUnavailable
 
+#: On a cluster with GPUs, by default a training asks for 3/4 of one and the cached models
+#: share the last quarter: one training per GPU, and a loaded model never keeps a training
+#: off the GPU it sits on.
+TRAINING_GPU_SHARE = 0.75
+MODEL_GPU_SHARE = 0.25
+
 logger = logging.getLogger(__name__)
 
 # A Ray Client join is retried when the head's proxy fails to start the per-client server
@@ -93,3 +99,19 @@ class RayRuntime:
     def resources() -> dict[str, float]:
         """What the cluster has in all (``CPU``, ``GPU``, memory, custom resources)."""
         return dict(ray.cluster_resources())
+
+
+def ray_device() -> str:
+    """The device of the Ray task or actor calling this: ``cuda:0`` or ``cpu``.
+
+    Ray narrows ``CUDA_VISIBLE_DEVICES`` to the GPU it assigned, which torch sees as
+    ``cuda:0``. One that asked for no GPU hides every GPU from itself, whatever the node
+    has; one given a GPU that torch cannot use (a CPU build of torch on a GPU node) runs
+    on the CPU.
+    """
+    if not ray.get_gpu_ids():
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        return "cpu"
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections import OrderedDict
 from typing import Any
 
@@ -15,6 +14,7 @@ from ray import exceptions as rex
 
 from workers.errors import TensorlensError, WorkerDied, WorkTimeout
 from workers.ray_backend.pool import WORKER_LOST
+from workers.ray_backend.runtime import ray_device
 from workers.training.checkpoints import ModelStore
 from workers.training.inference import DynamicBatcher, LoadedModel, Prediction
 from workers.training.serving import ModelServer
@@ -38,10 +38,7 @@ class ModelActor:
         max_batch_size: int,
         max_queue_delay_ms: float,
     ) -> None:
-        gpu_ids = ray.get_gpu_ids()
-        if not gpu_ids:
-            os.environ["CUDA_VISIBLE_DEVICES"] = ""  # asked for no GPU: never touch one
-        self.model = LoadedModel.from_tensors(metadata, tensors, "cuda:0" if gpu_ids else "cpu")
+        self.model = LoadedModel.from_tensors(metadata, tensors, ray_device())
         self.batcher = (
             DynamicBatcher(
                 self.model.forward,
