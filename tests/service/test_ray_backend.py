@@ -264,3 +264,84 @@ def test_on_a_cluster_with_a_gpu_trainings_and_loaded_models_share_it(tmp_path) 
     cache_size = Settings().model_cache_size
     assert report["gpu_free_beside_the_model"] == pytest.approx(1 - 0.25 / cache_size, abs=1e-4)
     assert report["trainings"] == ["succeeded", "succeeded", None]
+
+
+NODE_SCRIPT = """
+import asyncio, json, sys, time
+import httpx, ray
+from ray.cluster_utils import Cluster
+from service.main import create_app
+from service.settings import Settings
+
+LONG, SMALL = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+CANNY = "/v1/images/canny?sample=camera&include_image=false"
+STORE = 80 * 1024**2
+
+async def main():
+    # A real multi-node Ray cluster on this machine: a head with no CPUs (like the API's
+    # node in compose) and a worker node with 2.
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": False, "object_store_memory": STORE})
+    node = cluster.add_node(num_cpus=2, object_store_memory=STORE)
+    ray.init(address=cluster.address, log_to_driver=False)
+    app = create_app(Settings(data_dir=sys.argv[1], executor="ray"))
+    report = {}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as c:
+            async def finished(job):
+                for _ in range(1200):
+                    job = (await c.get(f"/v1/trainings/{job['id']}")).json()
+                    if job["status"] in ("succeeded", "failed", "cancelled"):
+                        return job
+                    await asyncio.sleep(0.1)
+                return job
+
+            report["image"] = (await c.post(CANNY)).status_code
+            job = (await c.post("/v1/trainings", json=LONG)).json()
+            while (await c.get(f"/v1/trainings/{job['id']}")).json()["status"] != "running":
+                await asyncio.sleep(0.1)
+            cluster.remove_node(node)
+            job = await finished(job)
+            report["lost"] = job["status"], job["reason"]
+            lost = [await c.post(CANNY) for _ in range(3)]
+            report["image_lost"] = [(r.status_code, r.json()["type"]) for r in lost]
+            report["ready_lost"] = (await c.get("/readyz")).status_code
+            cluster.add_node(num_cpus=2, object_store_memory=STORE)
+            deadline = time.monotonic() + 90
+            while (await c.post(CANNY)).status_code != 200 and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            report["image_back"] = (await c.post(CANNY)).status_code
+            report["ready_back"] = (await c.get("/readyz")).status_code
+            job = await finished((await c.post("/v1/trainings", json=SMALL)).json())
+            report["after"] = job["status"]
+    ray.shutdown()
+    cluster.shutdown()
+    print(json.dumps(report))
+
+asyncio.run(main())
+"""
+
+
+def test_a_worker_node_that_leaves_fails_its_jobs_and_one_that_joins_serves() -> None:
+    """On a real two-node Ray cluster: the node running a training and the image workers
+    goes away, then another joins."""
+    with tempfile.TemporaryDirectory(prefix="tl-nodes-") as data_dir:
+        result = subprocess.run(
+            [sys.executable, "-c", NODE_SCRIPT, data_dir, json.dumps(LONG), json.dumps(SMALL)],
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TENSORLENS_LOG_LEVEL": "warning"},
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["image"] == 200
+    status, reason = report["lost"]
+    assert status == "failed" and "died" in reason, reason
+    # Image work has nowhere to run: 503 with a problem body, never 500; not ready.
+    assert all(code == 503 for code, _ in report["image_lost"]), report["image_lost"]
+    assert report["ready_lost"] == 503
+    # The node that joined gets image workers and trainings.
+    assert report["image_back"] == 200 and report["ready_back"] == 200
+    assert report["after"] == "succeeded"

@@ -3,12 +3,13 @@
 Two placements, one interface:
 
 ``actors`` (the default)
-    One long-lived :class:`ImageWorker` actor per ``task_cpus`` of each node's CPUs,
-    pinned to that node, each running one request at a time. A call to a live actor skips
-    the worker lease a Ray task negotiates with the raylet on every submission, which
-    costs about 2 ms per request here (``bench/ray.py``). The actors hold no CPU
-    reservation (like the local pool's processes, they share their node's cores with the
-    trainings), so the actor count, not Ray's scheduler, bounds concurrent image work.
+    One long-lived :class:`ImageWorker` actor per ``task_cpus`` of each live node's CPUs,
+    pinned to that node, each running one request at a time (:class:`ImageWorkers`). A
+    call to a live actor skips the worker lease a Ray task negotiates with the raylet on
+    every submission, which costs about 2 ms per request here (``bench/ray.py``). The
+    actors hold no CPU reservation (like the local pool's processes, they share their
+    node's cores with the trainings), so the actor count, not Ray's scheduler, bounds
+    concurrent image work. Nodes joining or leaving the cluster are followed.
 ``tasks``
     Each request is a Ray task asking for ``task_cpus`` CPUs: Ray accounts for every
     request, so an autoscaling cluster sees the demand and grows.
@@ -22,6 +23,7 @@ import functools
 import importlib
 import logging
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -54,10 +56,16 @@ WORKER_LOST = (
     rex.LocalRayletDiedError,
     rex.OutOfMemoryError,  # Ray's memory monitor killed the worker
     rex.RayActorError,  # an image worker actor died (Ray restarts it)
+    rex.ActorUnschedulableError,  # ... and cannot come back: its node is gone
 )
 
-#: Longest the pool waits at start for its warm-up work to be scheduled.
+#: Longest the pool waits at start for its warm-up work to be scheduled, and for an
+#: image worker actor to come back after a restart.
 START_TIMEOUT_S = 120.0
+
+#: How often the pool looks at the cluster's nodes (image worker actors for nodes that
+#: joined, none kept for nodes that left; the task slots).
+NODE_CHECK_INTERVAL_S = 5.0
 
 
 def _execute(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
@@ -83,13 +91,143 @@ class ImageWorker:
         return True
 
 
+class ImageWorkers:
+    """The image worker actors: one per ``task_cpus`` of each live node's CPUs, pinned to it.
+
+    Each runs one call at a time, handed out by :meth:`take` and back with :meth:`give_back`.
+    An actor that died (a crash, a kill at a deadline) is restarted in place by Ray and
+    handed out again once it answers; one that cannot come back leaves the pool.
+    :meth:`reconcile` follows the cluster: a node that joined gets its actors, the actors
+    of a node that left are dropped.
+    """
+
+    def __init__(self, task_cpus: float, preload: Sequence[str]) -> None:
+        self.task_cpus = task_cpus
+        self._preload = tuple(preload)
+        self._class = ray.remote(ImageWorker)
+        self._by_node: dict[str, list[ActorHandle]] = {}
+        self._live: set[int] = set()  # id() of the pool's actors
+        self._idle: asyncio.Queue[ActorHandle] = asyncio.Queue()
+        self._coming: dict[int, asyncio.Task[None]] = {}  # starting or restarting
+
+    @property
+    def size(self) -> int:
+        return len(self._live)
+
+    @property
+    def alive(self) -> int:
+        return len(self._live) - len(self._coming)
+
+    async def reconcile(self) -> None:
+        """Matches the actors to the cluster's live nodes (at start, then now and then)."""
+        nodes = await asyncio.to_thread(ray.nodes)
+        wanted = {
+            node["NodeID"]: int(node["Resources"].get("CPU", 0.0) // self.task_cpus)
+            for node in nodes
+            if node["Alive"]
+        }
+        for node_id in [node for node in self._by_node if node not in wanted]:
+            for actor in list(self._by_node[node_id]):
+                self._drop(actor)
+        for node_id, count in wanted.items():
+            actors = self._by_node.setdefault(node_id, [])
+            while len(actors) < count:
+                # Restarted in place after a crash or a kill; never placed elsewhere, so
+                # no image work lands on a node without CPUs (the API's, in compose).
+                actor = self._class.options(
+                    num_cpus=0,
+                    num_gpus=0,
+                    max_restarts=-1,
+                    max_task_retries=0,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                ).remote(self._preload)
+                actors.append(actor)
+                self._live.add(id(actor))
+                self._await_answer(actor)
+
+    async def ready(self, timeout_s: float) -> None:
+        """Waits until every actor answers (PoolUnavailable past ``timeout_s``)."""
+        if not self._live:
+            raise PoolUnavailable(f"no Ray node has {self.task_cpus:g} CPUs for an image worker")
+        pending = list(self._coming.values())
+        done, _ = await asyncio.wait(pending, timeout=timeout_s)
+        if len(done) < len(pending) or self.alive < self.size:
+            raise PoolUnavailable(
+                f"no image worker answered within {timeout_s:g} s: does the cluster have CPUs?"
+            )
+
+    async def take(self, timeout: float) -> ActorHandle | None:
+        """The next free actor, or None past ``timeout``; PoolUnavailable once the pool has
+        no actor left (its nodes are gone), even while waiting."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if not self._live:
+                raise PoolUnavailable("no Ray node with CPUs is left to run image work")
+            remaining = deadline - loop.time()
+            actor = await _get(self._idle, min(remaining, 0.5))
+            if actor is not None and id(actor) in self._live:
+                return actor
+            if actor is None and remaining <= 0.5:
+                return None
+
+    def give_back(self, actor: ActorHandle, died: bool) -> None:
+        if id(actor) not in self._live:
+            return
+        if died:
+            self._await_answer(actor)
+        else:
+            self._idle.put_nowait(actor)
+
+    def close(self) -> None:
+        for task in self._coming.values():
+            task.cancel()
+        for actors in list(self._by_node.values()):
+            for actor in list(actors):
+                self._drop(actor)
+
+    def _await_answer(self, actor: ActorHandle) -> None:
+        task = asyncio.ensure_future(self._answer(actor))
+        self._coming[id(actor)] = task
+        task.add_done_callback(lambda _: self._coming.pop(id(actor), None))
+
+    async def _answer(self, actor: ActorHandle) -> None:
+        # Calls to a restarting actor fail at once (ActorUnavailableError): it is handed
+        # out again only once it answers.
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + START_TIMEOUT_S
+        while id(actor) in self._live:
+            try:
+                await actor.ping.remote()
+            except rex.ActorUnavailableError:
+                if loop.time() > give_up:
+                    break
+                await asyncio.sleep(0.1)
+                continue
+            except rex.RayError:
+                break
+            self._idle.put_nowait(actor)
+            return
+        if id(actor) in self._live:
+            logger.warning("an image worker actor did not come back; it leaves the pool")
+            self._drop(actor)
+
+    def _drop(self, actor: ActorHandle) -> None:
+        self._live.discard(id(actor))
+        for actors in self._by_node.values():
+            actors[:] = [other for other in actors if other is not actor]
+        with contextlib.suppress(Exception):
+            ray.kill(actor, no_restart=True)
+
+
 class RayPool:
     """Runs ``fn(*args)`` on the Ray cluster, on image worker actors or as Ray tasks.
 
     The queue bound and the deadline are the local pool's: at most ``max_queue_depth``
     requests wait beyond the slots (one per ``task_cpus`` of the cluster's CPUs; 429 past
     that), and work past its deadline is stopped, its worker killed (504). Work whose
-    worker dies fails (503) and is never run twice; Ray replaces the worker.
+    worker dies fails (503) and is never run twice; Ray replaces the worker. The slots
+    follow the cluster: it is looked at every ``NODE_CHECK_INTERVAL_S``.
     """
 
     def __init__(
@@ -111,78 +249,64 @@ class RayPool:
         self._remote = ray.remote(_execute).options(
             num_cpus=task_cpus, num_gpus=0, max_retries=0, name="tensorlens-image"
         )
-        self._actors: list[ActorHandle] = []
-        self._idle: asyncio.Queue[ActorHandle] | None = None
-        self._reviving: set[asyncio.Task[None]] = set()
-        self._killed: set[int] = set()  # id() of actors killed at a deadline, not yet reviving
-        self._slots = 1
+        self._workers: ImageWorkers | None = None
+        self._killed: set[int] = set()  # id() of actors killed at a deadline
+        self._task_slots = 1
+        self._watch: asyncio.Task[None] | None = None
         self._outstanding = 0
         self._started = False
         self.restarts = 0
 
     async def start(self) -> None:
         if self.placement == "actors":
-            warm = self._start_actors()
+            self._workers = ImageWorkers(self.task_cpus, self._preload)
+            await self._workers.reconcile()
+            await self._workers.ready(START_TIMEOUT_S)
         else:
-            self._slots = max(1, int(ray.cluster_resources().get("CPU", 0.0) // self.task_cpus))
+            self._count_task_slots()
             # One warm-up task per slot: the first requests find workers with the ops imported.
-            warm = [self._remote.remote(_preload, (self._preload,)) for _ in range(self._slots)]
-        try:
-            started = await asyncio.wait_for(asyncio.gather(*warm), START_TIMEOUT_S)
-        except TimeoutError:
-            raise PoolUnavailable(
-                f"no Ray worker started within {START_TIMEOUT_S:g} s: does the cluster have CPUs?"
-            ) from None
-        except rex.RayError as exc:
-            raise PoolUnavailable(f"a Ray worker failed to start: {exc}") from None
-        for result in started:
-            if result is not True and result[0] != "ok":
-                raise PoolUnavailable(f"a Ray worker failed to start: {result[1]}")
+            warm = [
+                self._remote.remote(_preload, (self._preload,)) for _ in range(self._task_slots)
+            ]
+            try:
+                await asyncio.wait_for(asyncio.gather(*warm), START_TIMEOUT_S)
+            except TimeoutError:
+                raise PoolUnavailable(
+                    f"no Ray worker started within {START_TIMEOUT_S:g} s: "
+                    "does the cluster have CPUs?"
+                ) from None
+            except rex.RayError as exc:
+                raise PoolUnavailable(f"a Ray worker failed to start: {exc}") from None
+        self._watch = asyncio.ensure_future(self._follow_the_cluster())
         self._started = True
-
-    def _start_actors(self) -> list[ray.ObjectRef]:
-        worker = ray.remote(ImageWorker)
-        for node in ray.nodes():
-            if not node["Alive"]:
-                continue
-            count = int(node["Resources"].get("CPU", 0.0) // self.task_cpus)
-            # Restarted in place after a crash or a deadline; elsewhere if the node is gone.
-            options = worker.options(
-                num_cpus=0,
-                num_gpus=0,
-                max_restarts=-1,
-                max_task_retries=0,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=True),
-            )
-            self._actors += [options.remote(self._preload) for _ in range(count)]
-        if not self._actors:
-            raise PoolUnavailable(f"no Ray node has {self.task_cpus:g} CPUs for an image worker")
-        self._slots = len(self._actors)
-        self._idle = asyncio.Queue()
-        for actor in self._actors:
-            self._idle.put_nowait(actor)
-        return [actor.ping.remote() for actor in self._actors]
 
     async def stop(self) -> None:
         self._started = False
-        for actor in self._actors:
-            with contextlib.suppress(Exception):
-                ray.kill(actor, no_restart=True)
-        self._actors = []
-        self._idle = None
-        for task in self._reviving:
-            task.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
 
     @property
     def ready(self) -> bool:
-        return self._started and ray.is_initialized()
+        return self._started and ray.is_initialized() and self._slots > 0
+
+    @property
+    def _slots(self) -> int:
+        return self._task_slots if self._workers is None else self._workers.size
 
     def stats(self) -> PoolStats:
+        if not self.ready:
+            alive = 0
+        elif self._workers is None:
+            alive = self._slots
+        else:
+            alive = self._workers.alive - len(self._killed)
         return PoolStats(
             workers=self._slots,
-            workers_alive=self._slots - len(self._reviving) - len(self._killed)
-            if self.ready
-            else 0,
+            workers_alive=alive,
             queue_depth=max(0, self._outstanding - self._slots),
             queue_capacity=self.max_queue_depth,
             in_flight=min(self._outstanding, self._slots),
@@ -192,6 +316,8 @@ class RayPool:
     async def run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
         if not self._started:
             raise PoolUnavailable("the worker pool is not running")
+        if self._slots == 0:
+            raise PoolUnavailable("no Ray node with CPUs is left to run image work")
         if self._outstanding >= self._slots + self.max_queue_depth:
             raise QueueFull(
                 f"the work queue is full ({self.max_queue_depth} waiting); retry later",
@@ -200,15 +326,30 @@ class RayPool:
         timeout = self.default_timeout_s if timeout_s is None else timeout_s
         self._outstanding += 1
         try:
-            if self._idle is None:
+            if self._workers is None:
                 status, value = await self._on_task(fn, args, timeout)
             else:
-                status, value = await self._on_actor(self._idle, fn, args, timeout)
+                status, value = await self._on_actor(self._workers, fn, args, timeout)
         finally:
             self._outstanding -= 1
         if status == "ok":
             return value
         raise value
+
+    async def _follow_the_cluster(self) -> None:
+        while True:
+            await asyncio.sleep(NODE_CHECK_INTERVAL_S)
+            try:
+                if self._workers is None:
+                    await asyncio.to_thread(self._count_task_slots)
+                else:
+                    await self._workers.reconcile()
+            except Exception:  # a lost connection: the requests report it
+                logger.warning("could not look at the Ray cluster's nodes", exc_info=True)
+
+    def _count_task_slots(self) -> None:
+        cpus = ray.cluster_resources().get("CPU", 0.0)
+        self._task_slots = max(1, int(cpus // self.task_cpus))
 
     async def _on_task(
         self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float
@@ -231,24 +372,24 @@ class RayPool:
 
     async def _on_actor(
         self,
-        idle: asyncio.Queue[ActorHandle],
+        workers: ImageWorkers,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         timeout: float,
     ) -> tuple[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        actor = await _take(idle, timeout)  # queued: waits for a free worker
+        actor = await workers.take(timeout)  # queued: waits for a free worker
         if actor is None:
             raise WorkTimeout(f"the work did not finish within {timeout:g} s", timeout_s=timeout)
         try:
             ref = self._submit(actor.run, fn, args)
-        except RemoteError:
-            idle.put_nowait(actor)
+        except (RemoteError, PoolUnavailable):
+            workers.give_back(actor, died=False)
             raise
         # The actor takes new work only once this call is over, whoever stops waiting for it.
         call = asyncio.wrap_future(ref.future())
-        call.add_done_callback(functools.partial(self._returned, idle, actor))
+        call.add_done_callback(functools.partial(self._returned, workers, actor))
         try:
             return await asyncio.wait_for(asyncio.shield(call), deadline - loop.time())
         except TimeoutError:
@@ -263,45 +404,22 @@ class RayPool:
         except rex.RayError as exc:
             raise self._failure(exc) from None
 
+    def _returned(
+        self, workers: ImageWorkers, actor: ActorHandle, call: asyncio.Future[Any]
+    ) -> None:
+        failure = None if call.cancelled() else call.exception()  # retrieved: logs nothing
+        killed = id(actor) in self._killed
+        self._killed.discard(id(actor))
+        workers.give_back(actor, died=killed or isinstance(failure, WORKER_LOST))
+
     @staticmethod
     def _submit(remote: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> ray.ObjectRef:
         try:
             return remote.remote(fn, args)
-        except Exception as exc:  # unserialisable work, a lost connection
+        except (TypeError, pickle.PicklingError) as exc:  # unserialisable work: our bug
             raise RemoteError(f"the work could not be submitted to Ray: {exc}") from None
-
-    def _returned(
-        self, idle: asyncio.Queue[ActorHandle], actor: ActorHandle, call: asyncio.Future[Any]
-    ) -> None:
-        """Frees the actor once its call is over; one that died rejoins once Ray restarted it."""
-        failure = None if call.cancelled() else call.exception()
-        killed = id(actor) in self._killed
-        self._killed.discard(id(actor))
-        if killed or isinstance(failure, rex.RayActorError):
-            task = asyncio.ensure_future(self._revive(idle, actor))
-            self._reviving.add(task)
-            task.add_done_callback(self._reviving.discard)
-        else:
-            idle.put_nowait(actor)
-
-    async def _revive(self, idle: asyncio.Queue[ActorHandle], actor: ActorHandle) -> None:
-        # Calls to a restarting actor fail at once (ActorUnavailableError): no request is
-        # handed one until it answers again.
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + START_TIMEOUT_S
-        while self._idle is idle:
-            try:
-                await actor.ping.remote()
-            except rex.ActorUnavailableError:
-                if loop.time() > give_up:
-                    break
-                await asyncio.sleep(0.1)
-                continue
-            except rex.RayError:
-                break
-            idle.put_nowait(actor)
-            return
-        logger.warning("an image worker actor did not come back; its slot stays empty")
+        except Exception as exc:  # a lost connection
+            raise PoolUnavailable(f"the work could not be submitted to Ray: {exc}") from None
 
     def _failure(self, exc: rex.RayError) -> Exception:
         if isinstance(exc, WORKER_LOST):
@@ -311,15 +429,16 @@ class RayPool:
             )
         if isinstance(exc, rex.TaskCancelledError):
             return PoolUnavailable("the work was cancelled: the pool is shutting down")
-        return RemoteError(f"Ray failed the task: {type(exc).__name__}: {exc}")
+        # Not the work's own error (that comes back as a value): Ray's; the request was fine.
+        return PoolUnavailable(f"Ray failed the work ({type(exc).__name__}); retry the request")
 
 
-async def _take(idle: asyncio.Queue[ActorHandle], timeout: float) -> ActorHandle | None:
-    """The next free actor, or None past ``timeout``; never loses one to a cancellation
+async def _get(idle: asyncio.Queue[ActorHandle], timeout: float) -> ActorHandle | None:
+    """The next item, or None past ``timeout``; never loses one to a cancellation
     (``asyncio.wait_for`` around ``Queue.get`` can, before Python 3.12)."""
     getter = asyncio.ensure_future(idle.get())
     try:
-        await asyncio.wait((getter,), timeout=timeout)
+        await asyncio.wait((getter,), timeout=max(0.0, timeout))
     except asyncio.CancelledError:
         getter.cancel()
         if getter.done() and not getter.cancelled():

@@ -122,7 +122,7 @@ class RayModelServer(ModelServer):
             ) from None
         except TensorlensError:
             raise  # the actor's own answer, e.g. a batcher closed by an unload
-        except (rex.RayActorError, *WORKER_LOST) as exc:
+        except WORKER_LOST as exc:
             self._forget(model_id, entry)
             raise WorkerDied(
                 f"the Ray actor serving the model died ({type(exc).__name__}); a new one "
