@@ -115,7 +115,17 @@ class RayModelServer(ModelServer):
         finally:
             model.checkin()
         try:
-            prediction = await asyncio.wait_for(entry.actor.predict.remote(rows), self.timeout_s)
+            if entry.calls is None:
+                prediction = await self._call(model_id, entry, rows)
+            else:
+                prediction = await entry.calls.submit(rows)
+        finally:
+            entry.checkin(self, model_id)
+        return model, prediction
+
+    async def _call(self, model_id: str, entry: _ActorEntry, rows: np.ndarray) -> Prediction:
+        try:
+            return await asyncio.wait_for(entry.actor.predict.remote(rows), self.timeout_s)
         except TimeoutError:
             raise WorkTimeout(
                 f"the model did not answer within {self.timeout_s:g} s", timeout_s=self.timeout_s
@@ -130,9 +140,6 @@ class RayModelServer(ModelServer):
             ) from None
         except rex.RayError as exc:
             raise WorkerDied(f"Ray failed the prediction ({type(exc).__name__}); retry") from None
-        finally:
-            entry.checkin(self, model_id)
-        return model, prediction
 
     def actor_for(self, model_id: str) -> Any:
         """The actor serving ``model_id``, or None when the model is not loaded on the cluster."""
@@ -140,10 +147,15 @@ class RayModelServer(ModelServer):
         return None if entry is None else entry.actor
 
     async def batch_stats(self, model_id: str) -> dict[str, int] | None:
+        # The requests this process sent; the forward passes the actor ran for them (and
+        # for any other API process).
         entry = self._actors.get(model_id)
         if entry is None:
             return None
-        return await entry.actor.batch_stats.remote()
+        stats = await entry.actor.batch_stats.remote()
+        if stats is not None and entry.calls is not None:
+            stats["requests"] = entry.calls.requests
+        return stats
 
     async def unload(self, model_id: str) -> None:
         self._evict(model_id)
@@ -173,6 +185,17 @@ class RayModelServer(ModelServer):
                 max_queue_delay_ms=self.max_queue_delay_ms,
             )
             entry = self._actors[model_id] = _ActorEntry(actor)
+            if self.batching:
+                # This process's concurrent requests reach the actor together, one call per
+                # batch (at most two in flight, so the actor has the next one at hand); the
+                # actor batches the calls of every API process into its forward passes.
+                entry.calls = DynamicBatcher(
+                    model.forward,  # what the actor computes; the runner sends it there
+                    max_batch_size=self.max_batch_size,
+                    max_queue_delay_ms=0,
+                    runner=lambda _, rows: self._call(model_id, entry, rows),
+                    max_concurrent_batches=2,
+                )
         self._actors.move_to_end(model_id)
         entry.users += 1
         return entry
@@ -199,6 +222,7 @@ class _ActorEntry:
 
     def __init__(self, actor: Any) -> None:
         self.actor = actor
+        self.calls: DynamicBatcher | None = None
         self.users = 0
         self.evicted = False
         self.dead = False
