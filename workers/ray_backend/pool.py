@@ -24,6 +24,7 @@ import importlib
 import logging
 import os
 import pickle
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -67,6 +68,8 @@ START_TIMEOUT_S = 120.0
 #: joined, none kept for nodes that left; the task slots).
 NODE_CHECK_INTERVAL_S = 5.0
 
+NO_NODE_LEFT = "no Ray node with CPUs is left to run image work"
+
 
 def _execute(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
     return execute(functools.partial(fn, *args))
@@ -105,18 +108,19 @@ class ImageWorkers:
         self.task_cpus = task_cpus
         self._preload = tuple(preload)
         self._class = ray.remote(ImageWorker)
-        self._by_node: dict[str, list[ActorHandle]] = {}
-        self._live: set[int] = set()  # id() of the pool's actors
+        # The pool's actors by id(), with the node each is pinned to.
+        self._members: dict[int, tuple[str, ActorHandle]] = {}
         self._idle: asyncio.Queue[ActorHandle] = asyncio.Queue()
         self._coming: dict[int, asyncio.Task[None]] = {}  # starting or restarting
+        self._killed: set[int] = set()  # killed at a deadline, their call not yet over
 
     @property
     def size(self) -> int:
-        return len(self._live)
+        return len(self._members)
 
     @property
     def alive(self) -> int:
-        return len(self._live) - len(self._coming)
+        return len(self._members) - len(self._coming) - len(self._killed)
 
     async def reconcile(self) -> None:
         """Matches the actors to the cluster's live nodes (at start, then now and then)."""
@@ -126,12 +130,14 @@ class ImageWorkers:
             for node in nodes
             if node["Alive"]
         }
-        for node_id in [node for node in self._by_node if node not in wanted]:
-            for actor in list(self._by_node[node_id]):
+        placed = Counter[str]()
+        for node_id, actor in list(self._members.values()):
+            if node_id in wanted:
+                placed[node_id] += 1
+            else:
                 self._drop(actor)
         for node_id, count in wanted.items():
-            actors = self._by_node.setdefault(node_id, [])
-            while len(actors) < count:
+            for _ in range(count - placed[node_id]):
                 # Restarted in place after a crash or a kill; never placed elsewhere, so
                 # no image work lands on a node without CPUs (the API's, in compose).
                 actor = self._class.options(
@@ -141,20 +147,22 @@ class ImageWorkers:
                     max_task_retries=0,
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
                 ).remote(self._preload)
-                actors.append(actor)
-                self._live.add(id(actor))
+                self._members[id(actor)] = node_id, actor
                 self._await_answer(actor)
 
     async def ready(self, timeout_s: float) -> None:
         """Waits until every actor answers (PoolUnavailable past ``timeout_s``)."""
-        if not self._live:
+        if not self._members:
             raise PoolUnavailable(f"no Ray node has {self.task_cpus:g} CPUs for an image worker")
+        started = self.size
         pending = list(self._coming.values())
         done, _ = await asyncio.wait(pending, timeout=timeout_s)
-        if len(done) < len(pending) or self.alive < self.size:
+        if len(done) < len(pending):
             raise PoolUnavailable(
                 f"no image worker answered within {timeout_s:g} s: does the cluster have CPUs?"
             )
+        if self.size < started:
+            raise PoolUnavailable("an image worker failed to start (see the log)")
 
     async def take(self, timeout: float) -> ActorHandle | None:
         """The next free actor, or None past ``timeout``; PoolUnavailable once the pool has
@@ -162,19 +170,27 @@ class ImageWorkers:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            if not self._live:
-                raise PoolUnavailable("no Ray node with CPUs is left to run image work")
+            if not self._members:
+                raise PoolUnavailable(NO_NODE_LEFT)
             remaining = deadline - loop.time()
             actor = await _get(self._idle, min(remaining, 0.5))
-            if actor is not None and id(actor) in self._live:
+            if actor is not None and id(actor) in self._members:
                 return actor
             if actor is None and remaining <= 0.5:
                 return None
 
+    def kill(self, actor: ActorHandle) -> None:
+        """Kills a busy actor (past a deadline); Ray restarts it, its call fails."""
+        self._killed.add(id(actor))
+        ray.kill(actor, no_restart=False)
+
     def give_back(self, actor: ActorHandle, died: bool) -> None:
-        if id(actor) not in self._live:
+        """Once the actor's call is over; ``died``: the call failed with the actor."""
+        killed = id(actor) in self._killed
+        self._killed.discard(id(actor))
+        if id(actor) not in self._members:
             return
-        if died:
+        if died or killed:
             self._await_answer(actor)
         else:
             self._idle.put_nowait(actor)
@@ -182,9 +198,8 @@ class ImageWorkers:
     def close(self) -> None:
         for task in self._coming.values():
             task.cancel()
-        for actors in list(self._by_node.values()):
-            for actor in list(actors):
-                self._drop(actor)
+        for _, actor in list(self._members.values()):
+            self._drop(actor)
 
     def _await_answer(self, actor: ActorHandle) -> None:
         task = asyncio.ensure_future(self._answer(actor))
@@ -196,7 +211,7 @@ class ImageWorkers:
         # out again only once it answers.
         loop = asyncio.get_running_loop()
         give_up = loop.time() + START_TIMEOUT_S
-        while id(actor) in self._live:
+        while id(actor) in self._members:
             try:
                 await actor.ping.remote()
             except rex.ActorUnavailableError:
@@ -208,14 +223,12 @@ class ImageWorkers:
                 break
             self._idle.put_nowait(actor)
             return
-        if id(actor) in self._live:
+        if id(actor) in self._members:
             logger.warning("an image worker actor did not come back; it leaves the pool")
             self._drop(actor)
 
     def _drop(self, actor: ActorHandle) -> None:
-        self._live.discard(id(actor))
-        for actors in self._by_node.values():
-            actors[:] = [other for other in actors if other is not actor]
+        self._members.pop(id(actor), None)
         with contextlib.suppress(Exception):
             ray.kill(actor, no_restart=True)
 
@@ -250,7 +263,6 @@ class RayPool:
             num_cpus=task_cpus, num_gpus=0, max_retries=0, name="tensorlens-image"
         )
         self._workers: ImageWorkers | None = None
-        self._killed: set[int] = set()  # id() of actors killed at a deadline
         self._task_slots = 1
         self._watch: asyncio.Task[None] | None = None
         self._outstanding = 0
@@ -303,7 +315,7 @@ class RayPool:
         elif self._workers is None:
             alive = self._slots
         else:
-            alive = self._workers.alive - len(self._killed)
+            alive = self._workers.alive
         return PoolStats(
             workers=self._slots,
             workers_alive=alive,
@@ -317,7 +329,7 @@ class RayPool:
         if not self._started:
             raise PoolUnavailable("the worker pool is not running")
         if self._slots == 0:
-            raise PoolUnavailable("no Ray node with CPUs is left to run image work")
+            raise PoolUnavailable(NO_NODE_LEFT)
         if self._outstanding >= self._slots + self.max_queue_depth:
             raise QueueFull(
                 f"the work queue is full ({self.max_queue_depth} waiting); retry later",
@@ -393,8 +405,7 @@ class RayPool:
         try:
             return await asyncio.wait_for(asyncio.shield(call), deadline - loop.time())
         except TimeoutError:
-            self._killed.add(id(actor))
-            ray.kill(actor, no_restart=False)  # Ray restarts it; the call fails, freeing it
+            workers.kill(actor)  # Ray restarts it; the call fails, freeing it
             raise WorkTimeout(
                 f"the work did not finish within {timeout:g} s", timeout_s=timeout
             ) from None
@@ -408,9 +419,7 @@ class RayPool:
         self, workers: ImageWorkers, actor: ActorHandle, call: asyncio.Future[Any]
     ) -> None:
         failure = None if call.cancelled() else call.exception()  # retrieved: logs nothing
-        killed = id(actor) in self._killed
-        self._killed.discard(id(actor))
-        workers.give_back(actor, died=killed or isinstance(failure, WORKER_LOST))
+        workers.give_back(actor, died=isinstance(failure, WORKER_LOST))
 
     @staticmethod
     def _submit(remote: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> ray.ObjectRef:
