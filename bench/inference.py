@@ -20,22 +20,25 @@ decay 1e-5, 3 classes; accuracy does not change what a forward pass costs):
   ``TENSORLENS_MAX_HIDDEN_UNITS`` (1024, a setting up to 4096), so the bench raises that
   setting, for both servers alike.
 
-What bounds the ratio. With ``h`` the server's CPU per request besides the forward
-pass: batching off runs one 1-row pass per request, in parallel on every core, so it
-answers about ``cores / (h + t(1 row))`` requests/s; batching on runs up to
-``TENSORLENS_BATCH_INSTANCES`` batches at a time, each in its own thread with
-``TENSORLENS_INFERENCE_CPU_THREADS`` torch threads (CPU count - 1), while the event loop
-parses the next requests, so with 1 instance about ``min(64 / t(64 rows), 1 / h_loop)``.
-A second instance lets the next batch run while one is in its pass, so the cores the
-loop leaves idle do forward passes too, at the price of smaller batches (more CPU per
-request); ``--instances 1,2`` measures both side by side. With 1 instance on 2 cores
-the ratio is at most about ``32 t(1 row) / t(64 rows)`` (``r / 2``, with
-``r = 64 t(1 row) / t(64 rows)``, 8-10 there, set by the CPU's flops per byte of memory
-bandwidth, not by the model's size), and highest for a model whose 64-row pass takes
-about as long as the loop's work for 64 requests: [2048] x 8 is that model there. A
-smaller model is held back by ``h`` ([1024] x 8, 29 MB, mostly in the 32 MB L3 cache,
-1-row pass 3.5 ms: about 3x), a larger one by the single batch thread ([3072] x 6,
-189 MB: about 3x with the machine otherwise quiet). ``--hidden`` measures others.
+What bounds the ratio. Batching off runs one 1-row pass per request, several at once
+(one per request in flight, up to the thread pool; torch does not split a 1-row pass
+over threads, so each keeps one core), so it answers about
+``1 / t(1 row, both cores busy)`` requests/s: the passes stream the weights from memory
+and share its bandwidth. Batching on (the defaults: one batch at a
+time, ``TENSORLENS_INFERENCE_CPU_THREADS`` = every core for its pass) goes in cycles
+at 64 closed-loop clients: the event loop answers a batch's 64 requests and parses the
+next 64 (``L``, one core), then the pass runs on every core (``t(64 rows)``); so about
+``64 / (L + t(64 rows))``. ``L`` is the lean prediction path (``service/routes/_lean.py``,
+about 0.5 ms a request on the 2-core machine), and the batch must hold all 64: the
+batcher waits, at most one pass long, for as many requests as it held at once in the
+last second, so the first client whose answer went out does not run a pass of its own
+(a 1-row pass of the wide model costs a fifth of a 64-row one). ``--instances 1,2``
+compares a second batch instance (each with the same threads; oversubscribed on 2
+cores), ``--env TENSORLENS_INFERENCE_CPU_THREADS=1 --instances 2`` one thread each.
+A smaller model than [2048] x 8 is held back by ``L`` (the notes' model: about 2x); a
+larger one by the pass ([4096] x 8, 537 MB: ``64 t(1 row) / t(64 rows)`` about 8 on
+every core, so at most about 5.5x, measured 4.5x before this path was lean).
+``--hidden`` measures others.
 
 For each model:
 

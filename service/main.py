@@ -10,11 +10,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.routing import APIRoute
 
 from service.errors import install_error_handlers
 from service.observability import Metrics, RequestContextMiddleware
-from service.routes import health, images, models, samples, trainings, v2
+from service.routes import health, images, models, operation_id, samples, trainings, v2
+from service.routes._lean import add_lean_routes
 from service.settings import Settings, get_settings
 from workers.pool import LocalPool, WorkerPool
 from workers.training import JobStore, ModelStore, resolve_device
@@ -24,10 +24,6 @@ from workers.training.serving import ModelServer
 
 #: Room for multipart framing around an upload of exactly ``max_upload_bytes``.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
-
-
-def _operation_id(route: APIRoute) -> str:
-    return f"{route.tags[0]}-{route.name}"
 
 
 def _configure_logging(level: str) -> None:
@@ -75,12 +71,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Image operations and small-model training and inference over HTTP.",
         lifespan=lifespan,
-        generate_unique_id_function=_operation_id,
+        generate_unique_id_function=operation_id,
+        telemetry=None
+        if settings.opentelemetry
+        else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
-    # Routes are matched in this order: the busiest (predictions) first.
+    # Routes are matched in this order: the busiest (predictions, on the lean path) first.
+    add_lean_routes(app, models.predictions)
+    add_lean_routes(app, v2.predictions)
     routers = (
         models.router,
         v2.router,

@@ -31,6 +31,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated origins allowed by CORS; empty allows none.",
     )
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's OpenTelemetry spans, HTTP metrics and logs, for a provider set up "
+        "in the process (e.g. by `opentelemetry-instrument`). Off by default: the service's "
+        "metrics are Prometheus, at /metrics, and looking up the providers costs every request "
+        "about a tenth of a prediction's event-loop time.",
+    )
 
     # Worker pool
     image_workers: int = Field(
@@ -89,11 +96,12 @@ class Settings(BaseSettings):
         "auto", description="Where loaded models live: `auto` (cuda:0 if any), `cpu`, `cuda:N`."
     )
     inference_cpu_threads: int = Field(
-        default_factory=lambda: max(1, (os.cpu_count() or 1) - 1),
+        default_factory=lambda: os.cpu_count() or 1,
         ge=1,
         le=256,
         description="torch threads of the API process's forward passes on the CPU (default: CPU "
-        "count - 1, leaving a core to the event loop that parses requests).",
+        "count: with batching on, the event loop parses the next requests while no pass runs, "
+        "so a batch's pass may take every core; with it off, a one-row pass uses one thread).",
     )
     batch_instances: int = Field(
         default_factory=lambda data: max(
@@ -102,20 +110,20 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="Batches of one model that may run at once with batching on, each in its "
-        "own thread, like Triton's model instances: while one batch's forward pass runs, the "
-        "next runs beside it on the cores the event loop leaves idle (default: CPU count // "
+        "own thread, like Triton's model instances (default: CPU count // "
         "inference_cpu_threads, 1 to 4, so that passes at once times torch threads stay within "
-        "the cores; 2 on 2 cores, where it gave 3 to 32% more predictions/s than 1 in 4 runs).",
+        "the cores: 1 with the default threads).",
     )
     model_cache_size: int = Field(8, ge=1, le=1000, description="Models kept loaded (LRU).")
     batching: bool = Field(True, description="Gather concurrent predictions into one pass.")
     max_batch_size: int = Field(1024, ge=1, le=1_000_000, description="Rows per forward pass.")
     max_queue_delay_ms: float = Field(
-        0.0,
+        50.0,
         ge=0,
         le=1000,
-        description="Longest a prediction waits for others to join its batch; with 0 a batch "
-        "is whatever queued while the previous forward pass ran.",
+        description="Longest a batch waits for as many rows as the model's batcher held at once "
+        "in the last second (so a lone client never waits), and never longer than the model's "
+        "last forward pass; 0: a batch is whatever queued while the previous pass ran.",
     )
     max_predict_rows: int = Field(
         100_000, ge=1, le=10_000_000, description="Input rows per prediction request."

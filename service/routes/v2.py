@@ -7,16 +7,19 @@ import math
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from service.deps import ModelServerDep, PoolDep, SettingsDep
+from service.deps import ModelServerDep, PoolDep
 from service.errors import status_for
-from service.routes.models import ModelId, check_rows, json_response
+from service.routes._lean import json_response, lean_router
+from service.routes.models import ModelId, check_rows
 from workers.errors import InvalidParameter, TensorlensError
 
 router = APIRouter(prefix="/v2", tags=["v2"])
+#: The inference route, on the lean path (see service/routes/_lean.py).
+predictions = lean_router(prefix="/v2", tag="v2")
 
 
 class ServerLive(BaseModel):
@@ -167,24 +170,23 @@ async def model_ready(model_id: ModelId, server: ModelServerDep) -> Any:
     return ModelReady(name=model_id, ready=True)
 
 
-@router.post(
+@predictions.post(
     "/models/{model_id}/infer",
     response_model=InferResponse,
     response_model_exclude_none=True,
     status_code=200,
     responses=V2_ERRORS,
 )
-async def model_infer(
-    model_id: ModelId, body: InferRequest, server: ModelServerDep, settings: SettingsDep
-) -> Any:
+async def model_infer(request: Request, model_id: ModelId, body: InferRequest) -> Response:
     """OIP inference with the protocol's tensor JSON; batched with concurrent requests."""
+    state = request.app.state
     tensor = body.inputs[0]
     try:
         if tensor.datatype not in _NUMERIC:
             raise InvalidParameter("datatype", f"{tensor.datatype} is not a numeric type")
         if len(tensor.shape) not in (1, 2) or any(d < 0 for d in tensor.shape):
             raise InvalidParameter("shape", f"{tensor.shape} is not (rows, features)")
-        check_rows(tensor.shape[0], settings)
+        check_rows(tensor.shape[0], state.settings)
         try:
             rows = np.asarray(tensor.data)
         except ValueError:
@@ -196,7 +198,7 @@ async def model_infer(
                 "shape", f"{tensor.shape} does not match the {rows.size} values in `data`"
             )
         rows = rows.astype(np.float64).reshape(tensor.shape)
-        _, prediction = await server.predict(model_id, rows)
+        _, prediction = await state.model_server.predict(model_id, rows)
     except TensorlensError as exc:
         return _oip_error(exc)
     wanted = {o.name for o in body.outputs} if body.outputs else set(prediction)

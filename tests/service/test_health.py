@@ -1,5 +1,9 @@
+import ast
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -100,3 +104,43 @@ async def test_an_app_can_be_started_twice(tmp_path) -> None:
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
                 assert (await c.get("/metrics")).status_code == 200
+
+
+# In a process of its own: OpenTelemetry's tracer provider is global and set once.
+OPENTELEMETRY_SCRIPT = """
+import sys
+
+from fastapi.testclient import TestClient
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from service.main import create_app
+from service.settings import Settings
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+app = create_app(Settings(data_dir=sys.argv[1], opentelemetry=sys.argv[2] == "on"))
+assert TestClient(app).get("/healthz").status_code == 200
+print(sorted({span.name for span in exporter.get_finished_spans()}))
+"""
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_opentelemetry_spans_follow_the_setting(tmp_path, setting: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", OPENTELEMETRY_SCRIPT, str(tmp_path), setting],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    spans = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    if setting == "on":
+        assert "GET /healthz" in spans, spans
+    else:
+        assert spans == []

@@ -185,7 +185,12 @@ async def test_the_predict_request_body_is_documented(served: Served) -> None:
     operation = document["paths"]["/v1/models/{model_id}/predict"]["post"]
     body = operation["requestBody"]
     assert body["required"] is True
-    assert body["content"]["application/json"]["schema"] == PredictRequest.model_json_schema()
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PredictRequest"
+    }
+    assert document["components"]["schemas"]["PredictRequest"] == (
+        PredictRequest.model_json_schema()
+    )
     response = operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert response == {"$ref": "#/components/schemas/PredictionPublic"}
 
@@ -199,6 +204,10 @@ async def test_unknown_and_hostile_model_ids(served: Served) -> None:
     for hostile in ("..%2F..%2Fetc", "%2E%2E", "A" * 70, "a" * 65):
         response = await client.get(f"/v1/models/{hostile}")
         assert response.status_code in (404, 422), hostile
+    for path in ("/v1/models/{}/predict", "/v2/models/{}/infer"):
+        response = await client.post(path.format("A" * 70), json={"inputs": [[0, 0]]})
+        assert response.status_code == 422, response.text
+        assert "model_id" in response.text  # the lean routes validate their path too
     assert not (served.data_dir.parent / "etc").exists()
 
 

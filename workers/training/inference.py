@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from workers.training.models import Ensemble, build_model, io_features
 __all__ = ["DynamicBatcher", "LoadedModel", "ModelCache", "Prediction", "Runner"]
 
 Prediction = dict[str, np.ndarray]
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: How long a batcher remembers the most rows it held at once (see DynamicBatcher).
+PEAK_WINDOW_S = 1.0
 Runner = Callable[[Callable[[np.ndarray], Prediction], np.ndarray], Awaitable[Prediction]]
 
 
@@ -118,11 +122,9 @@ class LoadedModel:
             raise InvalidParameter("inputs", "must have at least one row")
         if not np.isfinite(array).all():
             raise InvalidParameter("inputs", "must be finite")
-        with np.errstate(over="ignore"):
-            converted = array.astype(np.float32)
-        if not np.isfinite(converted).all():
+        if np.abs(array).max() > _FLOAT32_MAX:
             raise InvalidParameter("inputs", "must fit in float32")
-        return converted
+        return array.astype(np.float32)
 
     def forward(self, inputs: np.ndarray) -> Prediction:
         """Predict for inputs already through :meth:`validate_inputs`.
@@ -203,8 +205,13 @@ class DynamicBatcher:
     """Gathers concurrent :meth:`submit` calls into shared forward passes.
 
     While fewer than ``max_concurrent_batches`` batches run, the first waiting
-    request opens a batch; the batch runs when it holds ``max_batch_size`` rows or
-    ``max_queue_delay_ms`` after it opened, whichever is first. While every runner is
+    request opens a batch; the batch runs once it holds as many rows as the previous
+    batch had (at most ``max_batch_size``), or ``max_queue_delay_ms`` after it opened,
+    whichever is first. So a batch waits only while fewer requests are waiting than
+    the last batch carried: a lone client is never delayed, while clients that all
+    come back after their answers (one batch's worth, sent one by one) are gathered
+    into one pass again, not split into a pass for the first one and a pass for the
+    rest. While every runner is
     busy, arriving requests queue and form the next batch, which opens as soon as a
     running one finishes (like Triton's model instances: with 2, one batch's forward
     pass runs in a thread while the next one runs in another). A single request
@@ -219,7 +226,7 @@ class DynamicBatcher:
     max_batch_size : int
         Most rows per forward pass.
     max_queue_delay_ms : float
-        Longest a request waits for others to join its batch.
+        Longest a batch waits for as many rows as the previous batch had.
     runner : callable, optional
         ``await runner(forward, batch)`` runs the pass; defaults to
         :func:`asyncio.to_thread`, keeping the event loop free.
@@ -236,7 +243,7 @@ class DynamicBatcher:
         forward: Callable[[np.ndarray], Prediction],
         *,
         max_batch_size: int = 256,
-        max_queue_delay_ms: float = 2.0,
+        max_queue_delay_ms: float = 50.0,
         runner: Runner | None = None,
         prepare: Callable[[Any], np.ndarray] | None = None,
         max_concurrent_batches: int = 1,
@@ -255,6 +262,12 @@ class DynamicBatcher:
         self._prepare = prepare
         self._pending: deque[_Pending] = deque()
         self._pending_rows = 0
+        # What a batch waits for: the most rows in the batcher at once (waiting and
+        # running) within the last PEAK_WINDOW_S, for at most one forward pass.
+        self._peak_rows = 0
+        self._peak_at = 0.0
+        self._running_rows = 0
+        self._last_pass_s = 0.0
         # Set on every submission and whenever a running batch finishes (a runner
         # is free): the dispatcher waits on it for either.
         self._wakeup: asyncio.Event | None = None
@@ -284,6 +297,10 @@ class DynamicBatcher:
         self._pending.append(pending)
         self._pending_rows += len(array)
         self.requests += 1
+        in_batcher = self._pending_rows + self._running_rows
+        now = loop.time()
+        if in_batcher >= self._peak_rows or now - self._peak_at > PEAK_WINDOW_S:
+            self._peak_rows, self._peak_at = in_batcher, now
         if self._wakeup is None:
             self._wakeup = asyncio.Event()
         self._wakeup.set()
@@ -322,8 +339,10 @@ class DynamicBatcher:
             while not self._pending or len(self._running) >= self.max_concurrent_batches:
                 wakeup.clear()
                 await wakeup.wait()
-            deadline = loop.time() + self.max_queue_delay_ms / 1000
-            while self._pending_rows < self.max_batch_size and loop.time() < deadline:
+            wait_s = min(self.max_queue_delay_ms / 1000, self._last_pass_s)
+            deadline = loop.time() + wait_s
+            wanted = min(self._peak_rows - self._running_rows, self.max_batch_size)
+            while self._pending_rows < wanted and loop.time() < deadline:
                 wakeup.clear()
                 # Waiting on an Event loses nothing when the timeout cancels it.
                 with contextlib.suppress(TimeoutError):
@@ -355,6 +374,9 @@ class DynamicBatcher:
         if not live:
             return
         inputs = np.concatenate([pending.inputs for pending in live])
+        rows = len(inputs)
+        self._running_rows += rows
+        started = time.perf_counter()
         try:
             result = await self._runner(self._forward_in_chunks, inputs)
         except asyncio.CancelledError:
@@ -365,6 +387,9 @@ class DynamicBatcher:
             for pending in live:
                 _fail(pending, exc)
             return
+        finally:
+            self._running_rows -= rows
+            self._last_pass_s = time.perf_counter() - started
         start = 0
         for pending in live:
             stop = start + len(pending.inputs)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from workers.errors import InvalidParameter, ModelUnavailable
+from workers.training import inference
 from workers.training.checkpoints import ModelStore
 from workers.training.configs import validate_training
 from workers.training.inference import DynamicBatcher, LoadedModel, ModelCache
@@ -166,16 +167,92 @@ def test_batches_hold_at_most_max_batch_size_rows():
     np.testing.assert_array_equal(answers[-1]["double"], np.full((20, 1), 2.0))
 
 
-def test_a_lone_request_waits_at_most_the_queue_delay():
+def _slow_forward(pass_s: float, passes: list[int]):
+    def forward(batch):
+        passes.append(len(batch))
+        time.sleep(pass_s)
+        return {"y": batch}
+
+    return forward
+
+
+def test_a_lone_client_is_never_delayed():
+    passes: list[int] = []
+
     async def main():
-        batcher = DynamicBatcher(lambda b: {"y": b}, max_queue_delay_ms=30)
+        batcher = DynamicBatcher(_slow_forward(0.1, passes), max_queue_delay_ms=1000)
+        waits = []
+        for _ in range(4):
+            started = time.perf_counter()
+            await batcher.submit(np.zeros((1, 1)))
+            waits.append(time.perf_counter() - started)
+        await batcher.aclose()
+        return waits
+
+    waits = asyncio.run(main())
+    # One pass each (0.1 s); a batch that waited for company would add up to a pass more.
+    assert passes == [1, 1, 1, 1]
+    assert sorted(waits)[1] < 0.17, waits
+
+
+def test_clients_that_come_back_one_by_one_are_gathered_into_one_pass_again():
+    passes: list[int] = []
+    clients, rounds = 8, 5
+
+    async def main():
+        batcher = DynamicBatcher(_slow_forward(0.05, passes), max_queue_delay_ms=1000)
+
+        async def client(n: int) -> None:
+            for _ in range(rounds):
+                await batcher.submit(np.full((1, 1), float(n)))
+                await asyncio.sleep(0.002 * n)  # answers go out, requests come back, in turn
+
+        await asyncio.gather(*(client(n) for n in range(clients)))
+        await batcher.aclose()
+
+    asyncio.run(main())
+    # With no wait (or a wait for any company at all) the first client back would run
+    # alone and the other seven in the next pass.
+    assert passes == [clients] * rounds
+
+
+def test_a_batch_waits_at_most_one_pass_and_forgets_the_crowd(monkeypatch):
+    monkeypatch.setattr(inference, "PEAK_WINDOW_S", 0.5)
+    passes: list[int] = []
+
+    async def main():
+        batcher = DynamicBatcher(_slow_forward(0.1, passes), max_queue_delay_ms=1000)
+        await asyncio.gather(*(batcher.submit(np.zeros((1, 1))) for _ in range(6)))
+        started = time.perf_counter()
+        await batcher.submit(np.zeros((1, 1)))  # waits for five that do not come
+        after_crowd = time.perf_counter() - started
+        await asyncio.sleep(0.6)
+        started = time.perf_counter()
+        await batcher.submit(np.zeros((1, 1)))
+        later = time.perf_counter() - started
+        await batcher.aclose()
+        return after_crowd, later
+
+    after_crowd, later = asyncio.run(main())
+    assert passes == [6, 1, 1]
+    assert 0.19 <= after_crowd < 0.6  # a pass of waiting (not the 1 s cap), then its pass
+    assert later < 0.17  # the crowd is forgotten: no wait
+
+
+def test_with_no_queue_delay_a_batch_never_waits():
+    passes: list[int] = []
+
+    async def main():
+        batcher = DynamicBatcher(_slow_forward(0.1, passes), max_queue_delay_ms=0)
+        await asyncio.gather(*(batcher.submit(np.zeros((1, 1))) for _ in range(6)))
         started = time.perf_counter()
         await batcher.submit(np.zeros((1, 1)))
         waited = time.perf_counter() - started
         await batcher.aclose()
         return waited
 
-    assert 0.025 <= asyncio.run(main()) < 1.0
+    assert asyncio.run(main()) < 0.17
+    assert passes == [6, 1]
 
 
 def test_a_bad_request_fails_alone_and_a_failed_pass_fails_its_batch(spiral):
