@@ -7,9 +7,10 @@ Models, both spiral ReLU MLPs trained through the live service (Adam lr 1e-3, we
 decay 1e-5, 3 classes; accuracy does not change what a forward pass costs):
 
 - ``notes``: the notes' network, hidden [100], 1000 points per class, 300 epochs. Its
-  forward pass takes about 0.1 ms, a tenth of the server's HTTP work per request
-  (reading, parsing and routing it, answering): batching can only save the forward
-  pass, so it gains little here. Reported as it is, not the goal's model.
+  forward pass takes about 0.1 ms, a fraction of the server's HTTP work per request
+  (reading, parsing and routing it, answering: about 0.5 ms of the event loop on the
+  lean prediction path): batching saves the passes and some of that work per request,
+  about 2x here. Reported as it is, not the goal's model.
 - ``wide`` (the headline): hidden [2048] x 8, 29.4 M parameters, 118 MB of float32
   weights, trained briefly (100 points per class, 5 epochs). The weights are far larger
   than the CPU's caches, so a forward pass streams all of them from memory whatever its
@@ -23,8 +24,9 @@ decay 1e-5, 3 classes; accuracy does not change what a forward pass costs):
 What bounds the ratio. Batching off runs one 1-row pass per request, several at once
 (one per request in flight, up to the thread pool; torch does not split a 1-row pass
 over threads, so each keeps one core), so it answers about
-``1 / t(1 row, both cores busy)`` requests/s: the passes stream the weights from memory
-and share its bandwidth. Batching on (the defaults: one batch at a
+``cores / t(1 row, every core busy)`` requests/s: the passes stream the weights from
+memory and share its bandwidth (on the 2-core machine 2 passes at once take 1.3-1.5x
+one alone). Batching on (the defaults: one batch at a
 time, ``TENSORLENS_INFERENCE_CPU_THREADS`` = every core for its pass) goes in cycles
 at 64 closed-loop clients: the event loop answers a batch's 64 requests and parses the
 next 64 (``L``, one core), then the pass runs on every core (``t(64 rows)``); so about
@@ -36,8 +38,9 @@ last second, so the first client whose answer went out does not run a pass of it
 compares a second batch instance (each with the same threads; oversubscribed on 2
 cores), ``--env TENSORLENS_INFERENCE_CPU_THREADS=1 --instances 2`` one thread each.
 A smaller model than [2048] x 8 is held back by ``L`` (the notes' model: about 2x); a
-larger one by the pass ([4096] x 8, 537 MB: ``64 t(1 row) / t(64 rows)`` about 8 on
-every core, so at most about 5.5x, measured 4.5x before this path was lean).
+larger one by the pass ([4096] x 8, 117.5 M parameters, 470 MB:
+``64 t(1 row) / t(64 rows)`` about 8 on every core, so at most about 5.5x; measured 4.5x
+before the prediction path was lean).
 ``--hidden`` measures others.
 
 For each model:

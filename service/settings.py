@@ -11,6 +11,14 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's cpuset, ``taskset``),
+    not every CPU of the host as :func:`os.cpu_count` counts them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -41,7 +49,7 @@ class Settings(BaseSettings):
 
     # Worker pool
     image_workers: int = Field(
-        default_factory=lambda: os.cpu_count() or 1,
+        default_factory=usable_cpus,
         ge=1,
         le=256,
         description="Worker processes for image pipelines (default: CPU count).",
@@ -96,7 +104,7 @@ class Settings(BaseSettings):
         "auto", description="Where loaded models live: `auto` (cuda:0 if any), `cpu`, `cuda:N`."
     )
     inference_cpu_threads: int = Field(
-        default_factory=lambda: os.cpu_count() or 1,
+        default_factory=usable_cpus,
         ge=1,
         le=256,
         description="torch threads of the API process's forward passes on the CPU (default: CPU "
@@ -105,7 +113,7 @@ class Settings(BaseSettings):
     )
     batch_instances: int = Field(
         default_factory=lambda data: max(
-            1, min(4, (os.cpu_count() or 1) // data.get("inference_cpu_threads", 1))
+            1, min(4, usable_cpus() // data.get("inference_cpu_threads", 1))
         ),
         ge=1,
         le=64,

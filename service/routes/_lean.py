@@ -70,7 +70,18 @@ class LeanRoute(APIRoute):
         query_fields = dependant.query_params
         body_fields = dependant.body_params
         body_model = body_fields[0].field_info.annotation if len(body_fields) == 1 else None
-        unsolved = (dependant.dependencies, dependant.header_params, dependant.cookie_params)
+        unsolved = (
+            dependant.dependencies,
+            dependant.header_params,
+            dependant.cookie_params,
+            dependant.websocket_param_name,
+            dependant.http_connection_param_name,
+            dependant.response_param_name,
+            dependant.background_tasks_param_name,
+            dependant.security_scopes_param_name,
+            self._embed_body_fields,
+            self.max_body_size,
+        )
         if (
             any(unsolved)
             or dependant.request_param_name != "request"
@@ -79,20 +90,34 @@ class LeanRoute(APIRoute):
         ):
             raise TypeError(
                 f"{self.name}: a LeanRoute endpoint takes `request: Request`, path and query "
-                "parameters and at most one body parameter, a pydantic model"
+                "parameters and at most one body parameter, a pydantic model (no dependencies, "
+                "headers, cookies, Response or BackgroundTasks parameters, embedded bodies or "
+                "max_body_size: read those from the request)"
             )
         body = (body_fields[0].name, body_model) if body_fields else None
 
         async def handler(request: Request) -> Response:
-            values, errors = request_params_to_args(path_fields, request.path_params)
+            # As FastAPI: a body that is no JSON fails alone and first; otherwise the
+            # errors of the path, the query and the body are reported together.
+            errors: list[Any] = []
+            body_value: Any = None
+            if body is not None:
+                try:
+                    body_value = await read_json_body(request, body[1])
+                except RequestValidationError as exc:
+                    if any(error.get("type") == "json_invalid" for error in exc.errors()):
+                        raise
+                    errors.extend(exc.errors())
+                    body_value = exc.body
+            values, path_errors = request_params_to_args(path_fields, request.path_params)
             if query_fields:
                 query, query_errors = request_params_to_args(query_fields, request.query_params)
                 values.update(query)
-                errors += query_errors
-            if errors:
-                raise RequestValidationError(errors)
+                path_errors += query_errors
+            if errors or path_errors:
+                raise RequestValidationError(path_errors + errors, body=body_value)
             if body is not None:
-                values[body[0]] = await read_json_body(request, body[1])
+                values[body[0]] = body_value
             response: Response = await endpoint(request, **values)
             return response
 
@@ -111,7 +136,11 @@ def lean_router(prefix: str, tag: str) -> APIRouter:
 
 
 def add_lean_routes(app: FastAPI, router: APIRouter) -> None:
-    """Put ``router``'s routes first in ``app``'s own routes (not an included router)."""
+    """Put ``router``'s routes first in ``app``'s own routes (not an included router).
+
+    Call it while building the app, before anything asks for ``app.openapi()``: FastAPI
+    keeps the document it built until routes are added its own way.
+    """
     for route in router.routes:
         if not isinstance(route, LeanRoute):
             raise TypeError(f"{getattr(route, 'path', route)!r} is not a LeanRoute")

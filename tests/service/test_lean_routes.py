@@ -6,7 +6,18 @@ from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi import (
+    APIRouter,
+    BackgroundTasks,
+    Depends,
+    FastAPI,
+    Header,
+    Path,
+    Query,
+    Request,
+    Response,
+)
+from fastapi import Body as BodyParam
 from pydantic import BaseModel, Field
 
 from service.errors import install_error_handlers
@@ -71,6 +82,8 @@ REQUESTS = [
         {"content": b'{"values": [1]}', "headers": {"content-type": "text/plain"}},
     ),
     ("GET", "/v1/things/abc", {}),  # method
+    ("POST", "/v1/things/ABC?scale=0", {"json": {"values": []}}),  # all three: reported together
+    ("POST", "/v1/things/ABC", {"content": b"{not json", "headers": JSON}),  # no JSON goes first
 ]
 
 
@@ -126,8 +139,32 @@ async def without_request(name: str) -> Response:
     return Response()
 
 
+async def with_response(request: Request, response: Response) -> Response:
+    return response
+
+
+async def with_background_tasks(request: Request, tasks: BackgroundTasks) -> Response:
+    return Response()
+
+
+async def with_embedded_body(
+    request: Request, body: Annotated[Body, BodyParam(embed=True)]
+) -> Response:
+    return Response()
+
+
 @pytest.mark.parametrize(
-    "endpoint", [with_dependency, with_header, with_two_bodies, with_list_body, without_request]
+    "endpoint",
+    [
+        with_dependency,
+        with_header,
+        with_two_bodies,
+        with_list_body,
+        without_request,
+        with_response,
+        with_background_tasks,
+        with_embedded_body,
+    ],
 )
 def test_what_a_lean_route_would_not_solve_is_refused(endpoint) -> None:
     router = lean_router(prefix="/v1", tag="things")

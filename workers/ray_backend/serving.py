@@ -26,7 +26,10 @@ class ModelActor:
     The actor is handed the weights (verified by the API node), never a path, so no
     node but the API's needs the model store. It runs one batch at a time: requests reach
     it one call at a time, and overlapping batches (``TENSORLENS_BATCH_INSTANCES``, which
-    overlap the API process's HTTP work with a pass) would only split them here.
+    overlap the API process's HTTP work with a pass) would only split them here. Its
+    batcher never waits: the calls come from API processes that gathered their clients'
+    requests (and waited for them, ``TENSORLENS_MAX_QUEUE_DELAY_MS``) themselves, and the
+    rows it would wait for are held back there by the calls in flight.
     """
 
     def __init__(
@@ -36,15 +39,10 @@ class ModelActor:
         *,
         batching: bool,
         max_batch_size: int,
-        max_queue_delay_ms: float,
     ) -> None:
         self.model = LoadedModel.from_tensors(metadata, tensors, ray_device())
         self.batcher = (
-            DynamicBatcher(
-                self.model.forward,
-                max_batch_size=max_batch_size,
-                max_queue_delay_ms=max_queue_delay_ms,
-            )
+            DynamicBatcher(self.model.forward, max_batch_size=max_batch_size, max_queue_delay_ms=0)
             if batching
             else None
         )
@@ -182,17 +180,17 @@ class RayModelServer(ModelServer):
                 {name: t.detach().cpu() for name, t in model.module.state_dict().items()},
                 batching=self.batching,
                 max_batch_size=self.max_batch_size,
-                max_queue_delay_ms=self.max_queue_delay_ms,
             )
             entry = self._actors[model_id] = _ActorEntry(actor)
             if self.batching:
                 # This process's concurrent requests reach the actor together, one call per
-                # batch (at most two in flight, so the actor has the next one at hand); the
-                # actor batches the calls of every API process into its forward passes.
+                # batch (at most two in flight, so the actor has the next one at hand),
+                # gathered as the local batcher gathers them; the actor batches the calls of
+                # every API process into its forward passes.
                 entry.calls = DynamicBatcher(
                     model.forward,  # what the actor computes; the runner sends it there
                     max_batch_size=self.max_batch_size,
-                    max_queue_delay_ms=0,
+                    max_queue_delay_ms=self.max_queue_delay_ms,
                     runner=lambda _, rows: self._call(model_id, entry, rows),
                     max_concurrent_batches=2,
                 )

@@ -205,13 +205,14 @@ class DynamicBatcher:
     """Gathers concurrent :meth:`submit` calls into shared forward passes.
 
     While fewer than ``max_concurrent_batches`` batches run, the first waiting
-    request opens a batch; the batch runs once it holds as many rows as the previous
-    batch had (at most ``max_batch_size``), or ``max_queue_delay_ms`` after it opened,
-    whichever is first. So a batch waits only while fewer requests are waiting than
-    the last batch carried: a lone client is never delayed, while clients that all
-    come back after their answers (one batch's worth, sent one by one) are gathered
-    into one pass again, not split into a pass for the first one and a pass for the
-    rest. While every runner is
+    request opens a batch. The batch runs once it holds the rows the batcher expects
+    (the most rows it held at once, waiting and running, since that peak was set less
+    than ``PEAK_WINDOW_S`` ago, less the rows running now; at most ``max_batch_size``),
+    or after ``max_queue_delay_ms`` or the duration of the last forward pass, whichever
+    is first. So a lone client is not delayed (after a crowd, for at most one pass per
+    request until the peak is forgotten), while clients that all come back after their
+    answers, sent one by one, are gathered into one pass again, not split into a pass
+    for the first one back and a pass for the rest. While every runner is
     busy, arriving requests queue and form the next batch, which opens as soon as a
     running one finishes (like Triton's model instances: with 2, one batch's forward
     pass runs in a thread while the next one runs in another). A single request
@@ -226,7 +227,8 @@ class DynamicBatcher:
     max_batch_size : int
         Most rows per forward pass.
     max_queue_delay_ms : float
-        Longest a batch waits for as many rows as the previous batch had.
+        Longest a batch waits for the rows it expects (never longer than the last
+        forward pass); 0 runs what is waiting at once.
     runner : callable, optional
         ``await runner(forward, batch)`` runs the pass; defaults to
         :func:`asyncio.to_thread`, keeping the event loop free.
