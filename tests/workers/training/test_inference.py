@@ -192,7 +192,7 @@ def test_a_lone_client_is_never_delayed():
     waits = asyncio.run(main())
     # One pass each (0.1 s); a batch that waited for company would add up to a pass more.
     assert passes == [1, 1, 1, 1]
-    assert sorted(waits)[1] < 0.17, waits
+    assert sorted(waits)[1] < 0.19, waits
 
 
 def test_clients_that_come_back_one_by_one_are_gathered_into_one_pass_again():
@@ -200,7 +200,7 @@ def test_clients_that_come_back_one_by_one_are_gathered_into_one_pass_again():
     clients, rounds = 8, 5
 
     async def main():
-        batcher = DynamicBatcher(_slow_forward(0.05, passes), max_queue_delay_ms=1000)
+        batcher = DynamicBatcher(_slow_forward(0.1, passes), max_queue_delay_ms=1000)
 
         async def client(n: int) -> None:
             for _ in range(rounds):
@@ -236,7 +236,7 @@ def test_a_batch_waits_at_most_one_pass_and_forgets_the_crowd(monkeypatch):
     after_crowd, later = asyncio.run(main())
     assert passes == [6, 1, 1]
     assert 0.19 <= after_crowd < 0.6  # a pass of waiting (not the 1 s cap), then its pass
-    assert later < 0.17  # the crowd is forgotten: no wait
+    assert later < 0.19  # the crowd is forgotten: no wait (a wait would make it >= 0.2)
 
 
 def test_with_no_queue_delay_a_batch_never_waits():
@@ -251,7 +251,7 @@ def test_with_no_queue_delay_a_batch_never_waits():
         await batcher.aclose()
         return waited
 
-    assert asyncio.run(main()) < 0.17
+    assert asyncio.run(main()) < 0.19
     assert passes == [6, 1]
 
 
