@@ -130,8 +130,9 @@ class Settings(BaseSettings):
         ge=0,
         le=1000,
         description="Longest a batch waits for as many rows as the model's batcher held at once "
-        "in the last second (so a lone client never waits), and never longer than the model's "
-        "last forward pass; 0: a batch is whatever queued while the previous pass ran.",
+        "in the last second, and never longer than the model's last forward pass (so a lone "
+        "client waits at most a pass, and only within a second of a crowd); 0: a batch is "
+        "whatever queued while the previous pass ran.",
     )
     max_predict_rows: int = Field(
         100_000, ge=1, le=10_000_000, description="Input rows per prediction request."

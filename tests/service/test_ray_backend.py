@@ -14,7 +14,8 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -138,6 +139,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_report(
+    script: str,
+    *args: str,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    context: Callable[[], str] = str,
+) -> dict[str, Any]:
+    """Run ``script`` in a Python of its own (Ray's state is per process) and return the
+    JSON report on its last line; on failure, its stderr and ``context()`` say why."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env={
+            **os.environ,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "TENSORLENS_LOG_LEVEL": "warning",
+            **(env or {}),
+        },
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:] + context()
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def head_logs(temp_dir: str) -> str:
     """The head's Ray Client server logs, for a failure message."""
     import glob
@@ -186,15 +212,15 @@ def test_the_api_joins_a_running_cluster_as_a_driver_and_through_ray_client(tmp_
             time.sleep(0.5)
         for address in (f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}"):
             data_dir = tmp_path / address.replace(":", "_").replace("/", "")
-            result = subprocess.run(
-                [sys.executable, "-c", JOIN_SCRIPT, str(data_dir), address, json.dumps(SMALL)],
-                env={**env, "TENSORLENS_LOG_LEVEL": "warning"},
-                capture_output=True,
-                text=True,
+            report = run_report(
+                JOIN_SCRIPT,
+                str(data_dir),
+                address,
+                json.dumps(SMALL),
                 timeout=240,
+                env=env,
+                context=lambda: head_logs(temp_dir),
             )
-            assert result.returncode == 0, result.stderr[-3000:] + head_logs(temp_dir)
-            report = json.loads(result.stdout.strip().splitlines()[-1])
             assert report["image"] == 200, address
             status, reason, reports = report["training"]
             assert status == "succeeded", (address, reason)
@@ -251,15 +277,7 @@ asyncio.run(main())
 def test_on_a_cluster_with_a_gpu_trainings_and_loaded_models_share_it(tmp_path) -> None:
     """A GPU Ray counts but torch cannot use: work falls back to the CPU, and a model's
     actor holding its share of the GPU keeps no training off it."""
-    result = subprocess.run(
-        [sys.executable, "-c", GPU_SCRIPT, str(tmp_path), json.dumps(SMALL)],
-        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TENSORLENS_LOG_LEVEL": "warning"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_report(GPU_SCRIPT, str(tmp_path), json.dumps(SMALL), timeout=300)
     assert report["predict"] == 200 and report["predict_again"] == 200
     cache_size = Settings().model_cache_size
     assert report["gpu_free_beside_the_model"] == pytest.approx(1 - 0.25 / cache_size, abs=1e-4)
@@ -327,15 +345,7 @@ def test_a_worker_node_that_leaves_fails_its_jobs_and_one_that_joins_serves() ->
     """On a real two-node Ray cluster: the node running a training and the image workers
     goes away, then another joins."""
     with tempfile.TemporaryDirectory(prefix="tl-nodes-") as data_dir:
-        result = subprocess.run(
-            [sys.executable, "-c", NODE_SCRIPT, data_dir, json.dumps(LONG), json.dumps(SMALL)],
-            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TENSORLENS_LOG_LEVEL": "warning"},
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+        report = run_report(NODE_SCRIPT, data_dir, json.dumps(LONG), json.dumps(SMALL), timeout=400)
     assert report["image"] == 200
     status, reason = report["lost"]
     assert status == "failed" and "died" in reason, reason
