@@ -1,19 +1,87 @@
-"""What the benchmarks share: waiting for a live `python -m service`, stopping it, and a
-lean HTTP client whose own cost per request is small next to the server's."""
+"""What the benchmarks share: a live `python -m service` on a free port, and a lean HTTP
+client whose own cost per request is small next to the server's."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 90.0
 SHUTDOWN_TIMEOUT_S = 15.0
+
+
+@dataclass
+class Server:
+    name: str
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    #: The settings it was started with (environment variables), beside the inherited ones.
+    env: dict[str, str]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(
+    name: str, settings: Mapping[str, str] | None = None, data_dir: Path | None = None
+) -> Iterator[Server]:
+    """`python -m service` on a free loopback port; stopped on the way out, also on error.
+
+    ``settings`` are environment variables over the defaults; without a ``data_dir`` the
+    server gets a throwaway one. Its output goes to ``<name>.log`` beside the data dir and
+    is printed if anything fails while it runs.
+    """
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="tensorlens-bench-"))
+            data_dir = Path(tmp) / "data"
+        port = free_port()
+        env = {
+            "TENSORLENS_HOST": "127.0.0.1",
+            "TENSORLENS_PORT": str(port),
+            "TENSORLENS_DATA_DIR": str(data_dir),
+            # Warnings only: an info line per request would cost the server time we measure.
+            "TENSORLENS_LOG_LEVEL": "warning",
+            **(settings or {}),
+        }
+        log_path = data_dir.parent / f"{name}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "service"],
+                cwd=REPO_ROOT,
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        server = Server(name, f"http://127.0.0.1:{port}", process, log_path, env)
+        try:
+            wait_until_ready(server.base_url, process)
+            yield server
+        except BaseException:
+            log_text = log_path.read_text(errors="replace")
+            print(f"--- {name} server log ---\n{log_text}", file=sys.stderr)
+            raise
+        finally:
+            stop(process)
 
 
 def wait_until_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:

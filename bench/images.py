@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.util
 import io
 import json
@@ -42,26 +41,22 @@ import multiprocessing
 import os
 import platform
 import shlex
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
 import skimage
-from _live import LeanClient, stop, wait_until_ready
+from _live import LeanClient, live_server
 from PIL import Image
 from skimage import data, exposure, feature
 
 from workers.images.codec import encode_png
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 REQUEST_TIMEOUT_S = 30.0
 PNG = "image/png"
 PNG_ACCEPT = {"Accept": PNG}
@@ -71,58 +66,6 @@ DIRECT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "canny": feature.canny,
     "equalize_hist": exposure.equalize_hist,
 }
-
-
-# --------------------------------------------------------------------------- server
-
-
-@dataclass
-class Server:
-    base_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    env: dict[str, str]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def live_server(workers: int | None) -> Iterator[Server]:
-    """`python -m service` on a free loopback port with a throwaway data dir."""
-    with tempfile.TemporaryDirectory(prefix="tensorlens-bench-") as tmp:
-        port = _free_port()
-        settings = {
-            "TENSORLENS_HOST": "127.0.0.1",
-            "TENSORLENS_PORT": str(port),
-            "TENSORLENS_DATA_DIR": str(Path(tmp) / "data"),
-            # Warnings only: an info line per request would cost the server time we measure.
-            "TENSORLENS_LOG_LEVEL": "warning",
-        }
-        if workers is not None:
-            settings["TENSORLENS_IMAGE_WORKERS"] = str(workers)
-        log_path = Path(tmp) / "server.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "service"],
-                cwd=REPO_ROOT,
-                env={**os.environ, **settings},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        server = Server(f"http://127.0.0.1:{port}", process, log_path, settings)
-        try:
-            wait_until_ready(server.base_url, server.process)
-            yield server
-        except BaseException:
-            print(f"--- server log ---\n{log_path.read_text(errors='replace')}", file=sys.stderr)
-            raise
-        finally:
-            stop(process)
 
 
 # --------------------------------------------------------------------------- latency
@@ -363,7 +306,8 @@ def main() -> None:
         f"{camera.dtype}"
     )
     fast_parts = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m)]
-    with live_server(args.workers) as server:
+    workers = {} if args.workers is None else {"TENSORLENS_IMAGE_WORKERS": str(args.workers)}
+    with live_server("images", workers) as server:
         shown = " ".join(f"{k}={v}" for k, v in server.env.items() if "DATA_DIR" not in k)
         print(
             f"server:   python -m service ({shown}; uvicorn loop/http 'auto', installed: "

@@ -91,13 +91,11 @@ import os
 import platform
 import shlex
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,13 +103,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-from _live import stop, wait_until_ready
+from _live import Server, live_server
 
 from service.settings import Settings
 from workers.errors import InvalidParameter
-from workers.training import LoadedModel, ModelStore, resolve_device
+from workers.serving import LoadedModel
+from workers.training import ModelStore, resolve_device
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 30.0
 MAX_REQUESTS_PER_CLIENT = 1_000_000  # a bound even if the clock misbehaves
@@ -154,56 +152,8 @@ MODELS = {
 HEADLINE = "wide"  # why: see the module docstring
 
 
-# --------------------------------------------------------------------------- servers
-
-
-@dataclass
-class Server:
-    name: str
-    base_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def live_server(name: str, data_dir: Path, settings: dict[str, str]) -> Iterator[Server]:
-    """`python -m service` on a free loopback port; stopped on the way out, also on error."""
-    port = _free_port()
-    env = {
-        "TENSORLENS_HOST": "127.0.0.1",
-        "TENSORLENS_PORT": str(port),
-        "TENSORLENS_DATA_DIR": str(data_dir),
-        # Warnings only: an info line per request would cost the server time we measure.
-        "TENSORLENS_LOG_LEVEL": "warning",
-        # The image pool is idle here; one worker keeps its processes out of the way.
-        "TENSORLENS_IMAGE_WORKERS": "1",
-        **settings,
-    }
-    log_path = data_dir.parent / f"{name}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service"],
-            cwd=REPO_ROOT,
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(name, f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        wait_until_ready(server.base_url, server.process)
-        yield server
-    except BaseException:
-        print(f"--- {name} server log ---\n{log_path.read_text(errors='replace')}", file=sys.stderr)
-        raise
-    finally:
-        stop(process)
+#: The image pool is idle here; one worker keeps its processes out of the way.
+IDLE_IMAGE_POOL = {"TENSORLENS_IMAGE_WORKERS": "1"}
 
 
 def train_model(base_url: str, config: dict[str, object]) -> tuple[str, dict[str, float]]:
@@ -661,7 +611,9 @@ def main() -> None:
         off_dir = Path(tmp) / "off" / "data"
         off_dir.mkdir(parents=True)
         off = stack.enter_context(
-            live_server("off", off_dir, {**server_env, "TENSORLENS_BATCHING": "false"})
+            live_server(
+                "off", {**IDLE_IMAGE_POOL, **server_env, "TENSORLENS_BATCHING": "false"}, off_dir
+            )
         )
         trained = []
         for spec in specs:
@@ -673,8 +625,8 @@ def main() -> None:
             # The model store is a directory per model: each batching server gets a copy.
             on_dir = Path(tmp) / name.replace(" ", "") / "data"
             shutil.copytree(off_dir / "models", on_dir / "models")
-            on_env = {**server_env, "TENSORLENS_BATCHING": "true", **extra}
-            servers.append(stack.enter_context(live_server(name, on_dir, on_env)))
+            on_env = {**IDLE_IMAGE_POOL, **server_env, "TENSORLENS_BATCHING": "true", **extra}
+            servers.append(stack.enter_context(live_server(name, on_env, on_dir)))
         for t in trained:
             loss = t.progress.get("loss", float("nan"))
             accuracy = t.progress.get("accuracy", float("nan"))

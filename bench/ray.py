@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,11 +36,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from _live import LeanClient
+from _live import LeanClient, free_port, live_server
 from inference import (
     MODELS,
     Clients,
-    live_server,
     make_inputs,
     pool_phases,
     run_phase,
@@ -54,17 +52,11 @@ RAY_OBJECT_STORE_BYTES = 256 * 1024**2
 CANNY = "/v1/images/canny?sample=camera"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def ray_cluster(env: dict[str, str]) -> Iterator[str]:
     """``ray start --head --block`` on free ports; yields the address to join."""
     ray_cli = str(Path(sys.executable).with_name("ray"))
-    port = _free_port()
+    port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="tl-ray-", dir="/tmp")  # Ray's socket paths are short
     head = subprocess.Popen(
         [
@@ -127,24 +119,24 @@ def main() -> None:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tl-bench-ray-")))
         address = stack.enter_context(ray_cluster(env))
         common = {"TENSORLENS_IMAGE_WORKERS": str(RAY_CPUS)}
-        local = stack.enter_context(live_server("local", work / "local", common))
+        local = stack.enter_context(live_server("local", common, work / "local"))
         ray = stack.enter_context(
             live_server(
                 "ray",
-                work / "ray",
                 {**common, "TENSORLENS_EXECUTOR": "ray", "TENSORLENS_RAY_ADDRESS": address},
+                work / "ray",
             )
         )
         tasks = stack.enter_context(
             live_server(
                 "ray-tasks",
-                work / "ray-tasks",
                 {
                     **common,
                     "TENSORLENS_EXECUTOR": "ray",
                     "TENSORLENS_RAY_ADDRESS": address,
                     "TENSORLENS_RAY_IMAGE_PLACEMENT": "tasks",
                 },
+                work / "ray-tasks",
             )
         )
         print(

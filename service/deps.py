@@ -12,9 +12,9 @@ from fastapi import Depends, Request
 
 from service.observability import Metrics
 from service.settings import Settings
-from workers.pool import WorkerPool
+from workers.backend import WorkerPool
+from workers.serving import ModelServer
 from workers.training.manager import TrainingManager
-from workers.training.serving import ModelServer
 
 
 async def get_app_settings(request: Request) -> Settings:

@@ -1,19 +1,26 @@
-"""The one place that turns errors into HTTP responses: RFC 9457 problem details."""
+"""The one place that turns errors into HTTP responses: the status table and the renderer.
+
+Errors are RFC 9457 problem details, except under a router that speaks another body
+(the Open Inference Protocol's ``{"error": ...}`` under ``/v2``): see :func:`speaks`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from workers import errors as e
 
@@ -76,25 +83,67 @@ def status_for(exc: e.TensorlensError) -> tuple[int, str]:
     return 500, "internal"
 
 
-def problem_response(
-    request: Request,
-    status: int,
-    slug: str | None,
-    title: str,
-    detail: str,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> JSONResponse:
+# Error bodies ------------------------------------------------------------------------
+#
+# A router marks the body format its paths speak with `speaks`; every error, from an
+# exception handler or from the middleware before any route is matched (an unknown path,
+# a body over the limit), is answered by `render_error` in the format of the router whose
+# prefix the path is under.
+
+
+class ErrorBody(Enum):
+    """The error body formats a router can speak."""
+
+    PROBLEM = "problem"  #: RFC 9457 problem details (the default)
+    OPEN_INFERENCE = "open-inference"  #: KServe's Open Inference Protocol: ``{"error": ...}``
+
+
+_SPOKEN: dict[str, ErrorBody] = {}
+
+
+def speaks(router: APIRouter, body: ErrorBody) -> APIRouter:
+    """Mark ``router``: errors on any path under its prefix are answered as ``body``."""
+    if not router.prefix:
+        raise ValueError("only a router with a prefix can speak its own error body")
+    _SPOKEN[router.prefix] = body
+    return router
+
+
+def error_body_for(path: str) -> ErrorBody:
+    """The body format of the marked router with the longest prefix ``path`` is under."""
+    under = [prefix for prefix in _SPOKEN if path == prefix or path.startswith(prefix + "/")]
+    return _SPOKEN[max(under, key=len)] if under else ErrorBody.PROBLEM
+
+
+@dataclass(frozen=True)
+class HttpError:
+    """An error as the client will see it, whichever body format its path speaks."""
+
+    status: int
+    title: str
+    detail: str
+    #: The problem type, ``/problems/<slug>``; None for ``about:blank``.
+    slug: str | None = None
+    headers: Mapping[str, str] | None = None
+    #: Problem members beyond the standard ones (the error's context).
+    members: Mapping[str, Any] = field(default_factory=dict)
+
+
+def render_error(scope: Scope, error: HttpError) -> JSONResponse:
+    """The one error renderer, for the exception handlers and the middleware alike."""
+    headers = dict(error.headers) if error.headers else None
+    if error_body_for(scope["path"]) is ErrorBody.OPEN_INFERENCE:
+        return JSONResponse({"error": error.detail}, error.status, headers)
     body: dict[str, Any] = {
-        "type": f"/problems/{slug}" if slug else "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-        "request_id": getattr(request.state, "request_id", None),
-        **extra,
+        "type": f"/problems/{error.slug}" if error.slug else "about:blank",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "instance": scope["path"],
+        "request_id": scope.get("state", {}).get("request_id"),
+        **error.members,
     }
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+    return JSONResponse(body, error.status, headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 def _json_safe(value: Any) -> Any:
@@ -107,8 +156,8 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, e.TensorlensError)
+def domain_error(exc: e.TensorlensError) -> HttpError:
+    """A domain error with its status from the table and its context as members."""
     status, slug = status_for(exc)
     headers = None
     if isinstance(exc, e.QueueFull):
@@ -118,8 +167,13 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("domain error %s: %s", type(exc).__name__, exc.detail)
         if isinstance(exc, e.RemoteError):
             detail = "an internal error occurred in a worker; it has been logged"
-    extra = {k: v for k, v in _json_safe(exc.context).items() if k not in _RESERVED_MEMBERS}
-    return problem_response(request, status, slug, exc.title, detail, headers, **extra)
+    members = {k: v for k, v in _json_safe(exc.context).items() if k not in _RESERVED_MEMBERS}
+    return HttpError(status, exc.title, detail, slug, headers, members)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, e.TensorlensError)
+    return render_error(request.scope, domain_error(exc))
 
 
 def _field_name(loc: tuple[Any, ...], body: Any) -> str:
@@ -176,32 +230,17 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             {"parameter": _field_name(loc, exc.body), "message": err["msg"], "type": err["type"]}
         )
     first = errors[0] if errors else {"parameter": "request", "message": "invalid"}
-    detail = f"invalid `{first['parameter']}`: {first['message']}"
-    if len(errors) > 1:
-        detail += f" (and {len(errors) - 1} more)"
-    if request.url.path.startswith("/v2/"):
-        # The Open Inference Protocol has an error body of its own.
-        return JSONResponse({"error": detail}, status_code=422)
-    return problem_response(
-        request,
-        422,
-        "invalid-parameter",
-        "Invalid parameter",
-        detail,
-        parameter=first["parameter"],
-        errors=errors,
-    )
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    error = domain_error(e.InvalidParameter(first["parameter"], first["message"] + more))
+    return render_error(request.scope, replace(error, members={**error.members, "errors": errors}))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     phrase = HTTPStatus(exc.status_code).phrase
     detail = exc.detail if isinstance(exc.detail, str) else phrase
-    if request.url.path.startswith("/v2/"):
-        return JSONResponse({"error": detail}, exc.status_code, dict(exc.headers or {}) or None)
-    return problem_response(
-        request, exc.status_code, None, phrase, detail, dict(exc.headers or {}) or None
-    )
+    error = HttpError(exc.status_code, phrase, detail, headers=exc.headers)
+    return render_error(request.scope, error)
 
 
 def install_error_handlers(app: FastAPI) -> None:

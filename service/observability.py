@@ -8,12 +8,14 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import HttpError, domain_error, render_error
+from workers.errors import PayloadTooLarge
 from workers.pool import PoolStats
 
 access_log = logging.getLogger("tensorlens.access")
@@ -128,15 +130,15 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise StarletteHTTPException(
-                        413, f"the request body is over the limit of {limit} bytes"
-                    )
+                    # An HTTPException, the one kind FastAPI's form parsing lets through
+                    # (it turns any other into a 400).
+                    raise StarletteHTTPException(413, _too_large(limit).detail)
             return message
 
         declared = headers.get(b"content-length")
         try:
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                await _reject_too_large(scope, send_with_id, limit, request_id)
+                await _answer(scope, receive, send_with_id, domain_error(_too_large(limit)))
             else:
                 await self.app(scope, receive_limited, send_with_id)
         except Exception:
@@ -144,15 +146,7 @@ class RequestContextMiddleware:
             access_log.exception("unhandled error, request_id=%s", request_id)
             if status_sent:
                 raise
-            await _send_problem(
-                send_with_id,
-                500,
-                "internal",
-                "Internal server error",
-                "an unexpected error occurred; it has been logged",
-                scope,
-                request_id,
-            )
+            await _answer(scope, receive, send_with_id, _UNEXPECTED)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -177,48 +171,18 @@ class RequestContextMiddleware:
                 )
 
 
-async def _reject_too_large(scope: Scope, send: Send, limit: int, request_id: str) -> None:
-    await _send_problem(
-        send,
-        413,
-        "payload-too-large",
-        "Payload too large",
-        f"the request body is over the limit of {limit} bytes",
-        scope,
-        request_id,
-        limit_bytes=limit,
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the request body is over the limit of {limit} bytes", limit_bytes=limit
     )
 
 
-async def _send_problem(
-    send: Send,
-    status: int,
-    slug: str,
-    title: str,
-    detail: str,
-    scope: Scope,
-    request_id: str,
-    **extra: Any,
-) -> None:
-    body: dict[str, Any] = {
-        "type": f"/problems/{slug}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": scope["path"],
-        "request_id": request_id,
-        **extra,
-    }
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(payload)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+_UNEXPECTED = HttpError(
+    500, "Internal server error", "an unexpected error occurred; it has been logged", "internal"
+)
+
+
+async def _answer(scope: Scope, receive: Receive, send: Send, error: HttpError) -> None:
+    # Before or instead of the app: the connection may hold a body nobody will read.
+    error = replace(error, headers={**(error.headers or {}), "connection": "close"})
+    await render_error(scope, error)(scope, receive, send)

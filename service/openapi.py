@@ -1,4 +1,5 @@
-"""`python -m service.openapi`: print the OpenAPI document generated from the app."""
+"""The OpenAPI document generated from the app: `tensorlens openapi` (`make openapi`) prints
+it; `python -m service.openapi` does the same."""
 
 from __future__ import annotations
 

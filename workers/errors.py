@@ -131,3 +131,7 @@ class PoolUnavailable(TensorlensError):
     """The worker pool is not running (starting up or shutting down)."""
 
     title = "Worker pool unavailable"
+
+
+class WorkCancelled(PoolUnavailable):
+    """The backend cancelled the work before it finished (it is stopping, or a cancel asked)."""

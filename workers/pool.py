@@ -10,10 +10,9 @@ queue. A job that waits longer than its timeout is dropped before it starts; a
 job that runs past its timeout has its worker killed and replaced, so a runaway
 computation never keeps a core. A worker that dies mid-job fails only that job.
 
-A worker talks to its runner over a socket pair: each message is a pickle behind its
-length. The runner's end is non-blocking and driven by the event loop, so handing a
-job over and getting its result back costs no thread hand-offs, and a large upload or
-result streams through without blocking the loop.
+A worker talks to its runner over the socket pair of :mod:`workers._channel`, read by
+the event loop, so handing a job over and getting its result back costs no thread
+hand-offs.
 """
 
 from __future__ import annotations
@@ -22,17 +21,17 @@ import asyncio
 import contextlib
 import functools
 import importlib
-import multiprocessing
 import os
 import pickle
 import socket
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing.process import BaseProcess
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
+from workers import _channel
+from workers._channel import Child
+from workers.backend import PoolStats, WorkerPool
 from workers.errors import (
     InvalidInput,
     PoolUnavailable,
@@ -42,6 +41,16 @@ from workers.errors import (
     WorkerDied,
     WorkTimeout,
 )
+
+__all__ = [
+    "DEFAULT_PRELOAD",
+    "LocalPool",
+    "PoolStats",
+    "WorkerPool",
+    "execute",
+    "get_within",
+    "queue_full",
+]
 
 T = TypeVar("T")
 
@@ -53,53 +62,6 @@ _SETTLE_GRACE_S = 10.0
 
 #: Modules a worker imports before it reports ready, so the first request is not slow.
 DEFAULT_PRELOAD = ("workers.images",)
-
-#: What precedes every message between a runner and its worker: the pickle's length.
-_LENGTH = struct.Struct("!Q")
-
-#: Messages up to this size go out in one write, header and pickle joined.
-_JOIN_BELOW_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    """A snapshot for health checks and metrics."""
-
-    workers: int
-    workers_alive: int
-    queue_depth: int
-    queue_capacity: int
-    in_flight: int
-    restarts: int
-
-
-class WorkerPool(Protocol):
-    """What the service needs from a backend (local processes, a Ray cluster)."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    @property
-    def ready(self) -> bool: ...
-
-    def stats(self) -> PoolStats: ...
-
-    async def run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
-        """Run ``fn(*args)`` on a worker and return its result or raise its domain error.
-
-        Raises
-        ------
-        QueueFull
-            The bounded queue is full (context: ``retry_after_s``).
-        WorkTimeout
-            The job did not finish within ``timeout_s`` (queue wait included).
-        WorkerDied
-            The worker process running the job died; it has been replaced.
-        PoolUnavailable
-            The pool is not started.
-        """
-        ...
 
 
 def execute(job: Callable[[], Any]) -> tuple[str, Any]:
@@ -118,26 +80,33 @@ def execute(job: Callable[[], Any]) -> tuple[str, Any]:
         return "err", RemoteError(f"{type(exc).__name__}: {exc}")
 
 
+def queue_full(max_queue_depth: int, retry_after_s: int) -> QueueFull:
+    """What every pool raises when ``max_queue_depth`` requests are already waiting."""
+    return QueueFull(
+        f"the work queue is full ({max_queue_depth} waiting); retry later",
+        retry_after_s=retry_after_s,
+    )
+
+
 def _worker_main(sock: socket.socket, preload: Sequence[str]) -> None:
     # Each worker computes on one core; BLAS threads would only fight the other workers.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     for name in preload:
         importlib.import_module(name)
-    _send(sock, pickle.dumps(("ready", os.getpid()), pickle.HIGHEST_PROTOCOL))
+    _channel.send(sock, _channel.dumps(("ready", os.getpid())))
     while True:
         try:
-            message = _receive(sock)
+            message = _channel.receive(sock)
         except (EOFError, OSError):
             return
         reply = execute(functools.partial(_run_pickled, message))
         try:
-            payload = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+            payload = _channel.dumps(reply)
         except Exception as exc:  # e.g. an unpicklable result
-            error = RemoteError(f"result could not be sent: {exc}")
-            payload = pickle.dumps(("err", error), pickle.HIGHEST_PROTOCOL)
+            payload = _channel.dumps(("err", RemoteError(f"result could not be sent: {exc}")))
         try:
-            _send(sock, payload)
+            _channel.send(sock, payload)
         except OSError:  # the runner is gone
             return
 
@@ -147,58 +116,20 @@ def _run_pickled(message: bytes) -> Any:
     return fn(*args)
 
 
-def _send(sock: socket.socket, payload: bytes) -> None:
-    header = _LENGTH.pack(len(payload))
-    if len(payload) < _JOIN_BELOW_BYTES:
-        sock.sendall(header + payload)
-    else:
-        sock.sendall(header)
-        sock.sendall(payload)
+async def get_within(queue: asyncio.Queue[T], timeout_s: float) -> T | None:
+    """The queue's next item, or None past ``timeout_s``.
 
-
-def _receive_exactly(sock: socket.socket, size: int) -> bytearray:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    received = 0
-    while received < size:
-        count = sock.recv_into(view[received:])
-        if count == 0:
-            raise EOFError("the other end closed the connection")
-        received += count
-    return buffer
-
-
-def _receive(sock: socket.socket) -> bytearray:
-    (size,) = _LENGTH.unpack(_receive_exactly(sock, _LENGTH.size))
-    return _receive_exactly(sock, size)
-
-
-async def _send_async(sock: socket.socket, payload: bytes) -> None:
-    loop = asyncio.get_running_loop()
-    header = _LENGTH.pack(len(payload))
-    if len(payload) < _JOIN_BELOW_BYTES:
-        await loop.sock_sendall(sock, header + payload)
-    else:
-        await loop.sock_sendall(sock, header)
-        await loop.sock_sendall(sock, payload)
-
-
-async def _receive_exactly_async(sock: socket.socket, size: int) -> bytearray:
-    loop = asyncio.get_running_loop()
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    received = 0
-    while received < size:
-        count = await loop.sock_recv_into(sock, view[received:])
-        if count == 0:
-            raise EOFError("the worker closed the connection")
-        received += count
-    return buffer
-
-
-async def _receive_async(sock: socket.socket) -> Any:
-    (size,) = _LENGTH.unpack(await _receive_exactly_async(sock, _LENGTH.size))
-    return pickle.loads(await _receive_exactly_async(sock, size))
+    Not ``asyncio.wait_for(queue.get(), ...)``: before Python 3.12, ``wait_for`` swallows
+    a cancellation that arrives as the get completes (the caller goes on as if never
+    cancelled, with the item), so a runner cancelled at shutdown could run on for ever.
+    ``asyncio.timeout`` cancels the caller itself; ``Queue.get`` takes an item only once it
+    runs again, so a cancelled get loses none.
+    """
+    try:
+        async with asyncio.timeout(max(timeout_s, 0.0)):
+            return await queue.get()
+    except TimeoutError:
+        return None
 
 
 @dataclass(eq=False)
@@ -211,20 +142,12 @@ class _Job:
 
 @dataclass(eq=False)
 class _Worker:
-    process: BaseProcess
-    sock: socket.socket
-    pid: int = 0
-
-    def kill(self) -> None:
-        with contextlib.suppress(Exception):
-            self.process.kill()
-        self.process.join(timeout=5)
-        with contextlib.suppress(Exception):
-            self.sock.close()
+    child: Child
+    pid: int
 
     async def call(self, message: bytes) -> tuple[str, Any]:
-        await _send_async(self.sock, message)
-        return await _receive_async(self.sock)  # type: ignore[no-any-return]
+        await self.child.send(message)
+        return await self.child.receive()  # type: ignore[no-any-return]
 
 
 class LocalPool:
@@ -244,7 +167,6 @@ class LocalPool:
         self.default_timeout_s = default_timeout_s
         self.retry_after_s = retry_after_s
         self._preload = tuple(preload)
-        self._ctx = multiprocessing.get_context("spawn")
         self._queue: asyncio.Queue[_Job] | None = None
         self._workers: list[_Worker | None] = []
         self._runners: list[asyncio.Task[None]] = []
@@ -278,17 +200,17 @@ class LocalPool:
                     job.future.set_exception(PoolUnavailable("the worker pool is shutting down"))
         for worker in self._workers:
             if worker is not None:
-                worker.kill()
+                worker.child.kill()
         self._workers = []
 
     @property
     def ready(self) -> bool:
-        return self._started and all(w is not None and w.process.is_alive() for w in self._workers)
+        return self._started and all(_is_alive(w) for w in self._workers)
 
     def stats(self) -> PoolStats:
         return PoolStats(
             workers=self.size,
-            workers_alive=sum(1 for w in self._workers if w is not None and w.process.is_alive()),
+            workers_alive=sum(1 for w in self._workers if _is_alive(w)),
             queue_depth=self._queue.qsize() if self._queue is not None else 0,
             queue_capacity=self.max_queue_depth,
             in_flight=self._in_flight,
@@ -306,16 +228,14 @@ class LocalPool:
         timeout = self.default_timeout_s if timeout_s is None else timeout_s
         loop = asyncio.get_running_loop()
         if self._queue.full():
-            raise QueueFull(
-                f"the work queue is full ({self.max_queue_depth} waiting); retry later",
-                retry_after_s=self.retry_after_s,
-            )
+            raise queue_full(self.max_queue_depth, self.retry_after_s)
         # Pickled here, so work that cannot cross to a worker fails its caller at once.
-        message = pickle.dumps((fn, args), pickle.HIGHEST_PROTOCOL)
+        message = _channel.dumps((fn, args))
         job = _Job(message, loop.time() + timeout, loop.create_future())
         self._queue.put_nowait(job)
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(job.future)
         except TimeoutError:
             if not job.started:
                 # Still queued: the runner will skip it.
@@ -326,7 +246,8 @@ class LocalPool:
             # Running: the runner enforces the same deadline and kills the worker; the
             # grace bounds the wait should the runner itself be gone (shutdown).
             try:
-                return await asyncio.wait_for(job.future, _SETTLE_GRACE_S)
+                async with asyncio.timeout(_SETTLE_GRACE_S):
+                    return await job.future
             except TimeoutError:
                 raise WorkTimeout(f"the work did not finish within {timeout:g} s") from None
         except asyncio.CancelledError:
@@ -336,33 +257,21 @@ class LocalPool:
             raise
 
     async def _spawn(self) -> _Worker:
-        parent, child = socket.socketpair()
-        process = self._ctx.Process(
-            target=_worker_main, args=(child, self._preload), daemon=True, name="tensorlens-worker"
-        )
+        child = _channel.spawn(_worker_main, self._preload, name="tensorlens-worker")
         try:
-            process.start()
-        except BaseException:
-            parent.close()
-            raise
-        finally:
-            child.close()
-        parent.setblocking(False)
-        try:
-            tag, pid = await _receive_async(parent)
+            tag, pid = await child.receive()
         except (EOFError, OSError) as exc:
-            process.kill()
-            parent.close()
+            child.kill()
             raise PoolUnavailable(f"a worker process failed to start: {exc}") from exc
         assert tag == "ready"
-        return _Worker(process, parent, pid)
+        return _Worker(child, pid)
 
     async def _replace(self, index: int) -> _Worker:
         """Kill worker ``index`` and start another, retrying until one starts."""
         old = self._workers[index]
         self._workers[index] = None
         if old is not None:
-            await asyncio.get_running_loop().run_in_executor(None, old.kill)
+            await asyncio.to_thread(old.child.kill)
         self.restarts += 1
         delay_s = 0.1
         while True:
@@ -379,19 +288,17 @@ class LocalPool:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                job = await asyncio.wait_for(self._queue.get(), _IDLE_CHECK_S)
-            except TimeoutError:
+            job = await get_within(self._queue, _IDLE_CHECK_S)
+            if job is None:
                 # A worker that died while idle is replaced now, not at the next request,
                 # so /readyz recovers without traffic.
-                idle = self._workers[index]
-                if idle is None or not idle.process.is_alive():
+                if not _is_alive(self._workers[index]):
                     await self._replace(index)
                 continue
             if job.future.done():
                 continue
             worker = self._workers[index]
-            if worker is None or not worker.process.is_alive():
+            if worker is None or not _is_alive(worker):
                 worker = await self._replace(index)
             job.started = True
             self._in_flight += 1
@@ -399,9 +306,10 @@ class LocalPool:
             try:
                 remaining = max(job.deadline - loop.time(), 0.0)
                 try:
-                    tag, payload = await asyncio.wait_for(worker.call(job.message), remaining)
+                    async with asyncio.timeout(remaining):
+                        tag, payload = await worker.call(job.message)
                 except TimeoutError:
-                    worker.process.kill()
+                    worker.child.process.kill()
                     elapsed = time.monotonic() - started
                     _settle(
                         job,
@@ -413,8 +321,7 @@ class LocalPool:
                     await self._replace(index)
                     continue
                 except (EOFError, OSError):
-                    await loop.run_in_executor(None, worker.process.join, 1.0)
-                    code = worker.process.exitcode
+                    code = await worker.child.exit_code(1.0)
                     _settle(
                         job,
                         exc=WorkerDied(
@@ -431,6 +338,10 @@ class LocalPool:
                     _settle(job, exc=payload)
             finally:
                 self._in_flight -= 1
+
+
+def _is_alive(worker: _Worker | None) -> bool:
+    return worker is not None and worker.child.process.is_alive()
 
 
 def _settle(job: _Job, *, result: Any = None, exc: BaseException | None = None) -> None:

@@ -7,19 +7,20 @@ import math
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from service.deps import ModelServerDep, PoolDep
-from service.errors import status_for
+from service.errors import ErrorBody, speaks
 from service.routes._lean import json_response, lean_router
 from service.routes.models import ModelId, check_rows
-from workers.errors import InvalidParameter, TensorlensError
+from workers.errors import InvalidParameter
 
-router = APIRouter(prefix="/v2", tags=["v2"])
+# The protocol has its own error body, `{"error": "..."}`, on every path under /v2 (the
+# status still comes from the one table in service/errors.py).
+router = speaks(APIRouter(prefix="/v2", tags=["v2"]), ErrorBody.OPEN_INFERENCE)
 #: The inference route, on the lean path (see service/routes/_lean.py).
-predictions = lean_router(prefix="/v2", tag="v2")
+predictions = speaks(lean_router(prefix="/v2", tag="v2"), ErrorBody.OPEN_INFERENCE)
 
 
 class ServerLive(BaseModel):
@@ -50,9 +51,6 @@ async def server_ready(pool: PoolDep, response: Response) -> ServerReady:
 
 
 # Models ----------------------------------------------------------------------
-#
-# The protocol has its own error body, `{"error": "..."}`; the status still comes from
-# the one table in service/errors.py.
 
 
 class TensorMetadata(BaseModel):
@@ -116,11 +114,6 @@ _OUTPUTS = {
 _NUMERIC = {"FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16"}
 
 
-def _oip_error(exc: TensorlensError) -> JSONResponse:
-    status, _ = status_for(exc)
-    return JSONResponse({"error": exc.detail}, status_code=status)
-
-
 @router.get(
     "/models/{model_id}",
     response_model=ModelMetadata,
@@ -129,10 +122,7 @@ def _oip_error(exc: TensorlensError) -> JSONResponse:
 )
 async def model_metadata(model_id: ModelId, server: ModelServerDep) -> Any:
     """OIP model metadata: input and output tensors."""
-    try:
-        info = await asyncio.to_thread(server.store.get, model_id)
-    except TensorlensError as exc:
-        return _oip_error(exc)
+    info = await asyncio.to_thread(server.store.get, model_id)
     meta = info.metadata
     task = meta.get("task", "spiral")
     outputs = [
@@ -163,10 +153,7 @@ async def model_metadata(model_id: ModelId, server: ModelServerDep) -> Any:
 )
 async def model_ready(model_id: ModelId, server: ModelServerDep) -> Any:
     """OIP model readiness: 200 when the model can be served."""
-    try:
-        await server.model(model_id)
-    except TensorlensError as exc:
-        return _oip_error(exc)
+    await server.model(model_id)
     return ModelReady(name=model_id, ready=True)
 
 
@@ -181,30 +168,27 @@ async def model_infer(request: Request, model_id: ModelId, body: InferRequest) -
     """OIP inference with the protocol's tensor JSON; batched with concurrent requests."""
     state = request.app.state
     tensor = body.inputs[0]
+    if tensor.datatype not in _NUMERIC:
+        raise InvalidParameter("datatype", f"{tensor.datatype} is not a numeric type")
+    if len(tensor.shape) not in (1, 2) or any(d < 0 for d in tensor.shape):
+        raise InvalidParameter("shape", f"{tensor.shape} is not (rows, features)")
+    check_rows(tensor.shape[0], state.settings)
     try:
-        if tensor.datatype not in _NUMERIC:
-            raise InvalidParameter("datatype", f"{tensor.datatype} is not a numeric type")
-        if len(tensor.shape) not in (1, 2) or any(d < 0 for d in tensor.shape):
-            raise InvalidParameter("shape", f"{tensor.shape} is not (rows, features)")
-        check_rows(tensor.shape[0], state.settings)
-        try:
-            rows = np.asarray(tensor.data)
-        except ValueError:
-            raise InvalidParameter("data", "must be a flat or regular nested list") from None
-        if rows.dtype.kind not in "iuf":
-            raise InvalidParameter("data", f"must be numbers for datatype {tensor.datatype}")
-        if rows.size != math.prod(tensor.shape):
-            raise InvalidParameter(
-                "shape", f"{tensor.shape} does not match the {rows.size} values in `data`"
-            )
-        rows = rows.astype(np.float64).reshape(tensor.shape)
-        _, prediction = await state.model_server.predict(model_id, rows)
-    except TensorlensError as exc:
-        return _oip_error(exc)
+        rows = np.asarray(tensor.data)
+    except ValueError:
+        raise InvalidParameter("data", "must be a flat or regular nested list") from None
+    if rows.dtype.kind not in "iuf":
+        raise InvalidParameter("data", f"must be numbers for datatype {tensor.datatype}")
+    if rows.size != math.prod(tensor.shape):
+        raise InvalidParameter(
+            "shape", f"{tensor.shape} does not match the {rows.size} values in `data`"
+        )
+    rows = rows.astype(np.float64).reshape(tensor.shape)
+    _, prediction = await state.model_server.predict(model_id, rows)
     wanted = {o.name for o in body.outputs} if body.outputs else set(prediction)
     unknown = wanted - set(prediction)
     if unknown:
-        return JSONResponse({"error": f"unknown outputs: {sorted(unknown)}"}, status_code=400)
+        raise HTTPException(400, f"unknown outputs: {sorted(unknown)}")
     # As in /v1 predict: built from the model's arrays, serialised once, not re-validated.
     outputs = [
         InferTensor.model_construct(

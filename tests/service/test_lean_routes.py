@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tomllib
+from importlib.metadata import version
+from pathlib import Path as FilePath
 from typing import Annotated
 
 import httpx
@@ -18,6 +21,7 @@ from fastapi import (
     Response,
 )
 from fastapi import Body as BodyParam
+from packaging.requirements import Requirement
 from pydantic import BaseModel, Field
 
 from service.errors import install_error_handlers
@@ -177,3 +181,16 @@ def test_only_lean_routes_go_in_front() -> None:
     router.post("/things/{name}")(total)
     with pytest.raises(TypeError, match="not a LeanRoute"):
         add_lean_routes(FastAPI(), router)
+
+
+def test_fastapi_is_pinned_to_the_minor_lean_routes_are_tested_on() -> None:
+    # LeanRoute calls FastAPI internals; the parity tests above are what a new minor
+    # must pass before the pin in pyproject.toml and constraints.txt moves.
+    root = FilePath(__file__).resolve().parents[2]
+    dependencies = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = (root / "constraints.txt").read_text().splitlines()
+    constraints = [line for line in lines if line and not line.startswith("#")]
+    pins = [pin for pin in map(Requirement, dependencies + constraints) if pin.name == "fastapi"]
+    assert len(pins) == 2 and pins[0].specifier == pins[1].specifier
+    assert version("fastapi") in pins[0].specifier
+    assert any(spec.operator in ("<", "==", "~=") for spec in pins[0].specifier)

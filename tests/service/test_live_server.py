@@ -4,14 +4,10 @@ import io
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,46 +17,10 @@ from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
 from skimage import color, data, feature
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-STARTUP_TIMEOUT_S = 60.0
-SHUTDOWN_TIMEOUT_S = 15.0
+from tests._support import LiveServer, live_service
+from tests.service._api import assert_problem
+
 PNG_HEADERS = {"Accept": "image/png"}
-
-
-@dataclass(frozen=True)
-class LiveServer:
-    base_url: str
-    log_path: Path
-    process: subprocess.Popen[bytes]
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"the server exited with {process.returncode} during startup:\n"
-                + log_path.read_text(errors="replace")
-            )
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(
-        f"/readyz did not answer 200 within {STARTUP_TIMEOUT_S:g} s:\n"
-        + log_path.read_text(errors="replace")
-    )
 
 
 def child_pids(pid: int) -> list[int]:
@@ -79,54 +39,17 @@ def alive(pid: int) -> bool:
     return True
 
 
-def stop(process: subprocess.Popen[bytes]) -> int | None:
-    """SIGTERM, then SIGKILL; the exit code after SIGTERM, or None if it had to be killed."""
-    if process.poll() is not None:
-        return process.returncode
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-        return None
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("live")
-    port = free_port()
-    env = {
-        **os.environ,
-        "TENSORLENS_HOST": "127.0.0.1",
-        "TENSORLENS_PORT": str(port),
-        "TENSORLENS_DATA_DIR": str(tmp / "data"),
-        "TENSORLENS_IMAGE_WORKERS": "2",
-        "TENSORLENS_LOG_LEVEL": "info",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = tmp / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    live = LiveServer(f"http://127.0.0.1:{port}", log_path, process)
-    workers: list[int] = []
-    try:
-        wait_until_ready(live.base_url, process, log_path)
-        workers = child_pids(process.pid)
+    settings = {"TENSORLENS_IMAGE_WORKERS": "2", "TENSORLENS_LOG_LEVEL": "info"}
+    with live_service(tmp_path_factory.mktemp("live"), settings) as live:
+        workers = child_pids(live.process.pid)
         yield live
-    finally:
-        code = stop(process)
+    code = live.process.returncode
     log_text = live.log_text()
     # uvicorn shuts down gracefully, then re-raises the signal it caught, so a clean
     # stop reads as -SIGTERM (0 on uvicorn versions before 0.29).
-    assert code in (0, -signal.SIGTERM), f"exit code {code} (None: killed):\n{log_text}"
+    assert code in (0, -signal.SIGTERM), f"exit code {code} (-9: killed):\n{log_text}"
     assert "Application shutdown complete." in log_text, log_text
     assert "Traceback" not in log_text, log_text
     deadline = time.monotonic() + 5
@@ -150,15 +73,6 @@ def encode(image: np.ndarray, image_format: str) -> bytes:
 
 def decode(content: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(content)))
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == status
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
 
 
 def test_health_and_readiness(http: httpx.Client) -> None:

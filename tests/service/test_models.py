@@ -16,8 +16,9 @@ from PIL import Image
 from service.errors import install_error_handlers
 from service.routes.models import ModelId
 from service.schemas.trainings import PredictRequest
-from tests.service.test_trainings import SMALL, submit, wait_finished
-from workers.training import LoadedModel, ModelStore
+from tests.service._api import SMALL, submit, wait_finished
+from workers.serving import LoadedModel
+from workers.training import ModelStore
 
 pytestmark = pytest.mark.anyio
 

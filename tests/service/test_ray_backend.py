@@ -21,9 +21,16 @@ import httpx
 import pytest
 
 from service.settings import Settings
-from tests.service.test_image_errors import assert_problem, assert_still_serving
-from tests.service.test_trainings import LONG, SMALL, submit, wait_finished, wait_status
-from tests.workers.test_ray_backend import ray_processes, wait_until
+from tests._support import free_port, ray_processes, wait_until
+from tests.service._api import (
+    LONG,
+    SMALL,
+    assert_problem,
+    assert_still_serving,
+    submit,
+    wait_finished,
+    wait_status,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("ray_cluster")]
 
@@ -129,14 +136,6 @@ def accepts(port: int) -> bool:
 
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_report(

@@ -3,10 +3,10 @@ import os
 import pickle
 import signal
 import time
-from collections.abc import Callable
 
 import pytest
 
+from tests._support import wait_until
 from tests.workers import _pool_tasks as tasks
 from workers.errors import (
     InvalidParameter,
@@ -16,7 +16,7 @@ from workers.errors import (
     WorkerDied,
     WorkTimeout,
 )
-from workers.pool import LocalPool
+from workers.pool import LocalPool, get_within
 
 pytestmark = pytest.mark.anyio
 
@@ -161,13 +161,26 @@ async def test_a_worker_that_dies_while_idle_is_replaced_without_traffic() -> No
         await pool.stop()
 
 
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
-
-
 async def test_pool_refuses_work_when_not_started() -> None:
     with pytest.raises(PoolUnavailable):
         await make_pool().run(tasks.add, 1, 2)
+
+
+async def test_a_runner_cancelled_as_its_job_arrives_stops_and_the_job_stays_queued() -> None:
+    # `asyncio.wait_for(queue.get(), ...)` returns the job and swallows the cancellation
+    # here before Python 3.12: a pool's stop() would then wait on its runner for ever.
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    runner = asyncio.ensure_future(get_within(queue, 5.0))
+    await asyncio.sleep(0)  # the runner waits on the queue
+    queue.put_nowait("job")  # wakes it ...
+    runner.cancel()  # ... and stop() cancels it before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert queue.get_nowait() == "job"  # nothing lost
+
+
+async def test_get_within_waits_at_most_its_timeout() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    assert await get_within(queue, 0.0) is None
+    queue.put_nowait(1)
+    assert await get_within(queue, 0.0) == 1

@@ -2,14 +2,14 @@
 
 import asyncio
 import os
-import signal
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import pytest
 
+from tests._support import ray_processes, wait_until
 from tests.workers import _pool_tasks as tasks
 from workers.errors import (
     InvalidParameter,
@@ -19,9 +19,13 @@ from workers.errors import (
     WorkerDied,
     WorkTimeout,
 )
-from workers.ray_backend import RayLanes, RayModelServer, RayPool
+from workers.local import TrainingProcesses
+from workers.ray_backend import RayModelServer, RayPool, TrainingTasks
+from workers.ray_backend.runtime import gpu_shares
+from workers.ray_backend.serving import actor_for
+from workers.serving import LoadedModel, ModelServer
 from workers.training import ModelStore
-from workers.training.inference import LoadedModel
+from workers.training.lanes import Lanes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("ray_cluster")]
 
@@ -35,27 +39,6 @@ SMALL = {
     "device": "auto",
 }
 LONG = {**SMALL, "model": {"hidden": [256, 256]}, "epochs": 10_000, "report_every": 1}
-
-
-def ray_processes(title: str) -> list[int]:
-    """Pids of Ray workers whose process title is ``ray::<title>`` (what they are running)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline.startswith(f"ray::{title}".encode()):
-                pids.append(int(entry.name))
-    return pids
-
-
-async def wait_until(condition: Callable[[], object], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(params=["actors", "tasks"])
@@ -162,79 +145,44 @@ async def test_a_stopped_pool_refuses_work(pool: RayPool) -> None:
         await pool.run(tasks.add, 1, 1)
 
 
-@pytest.fixture
-async def lanes() -> AsyncIterator[RayLanes]:
-    lanes = RayLanes(max_queued=4, task_cpus=1)
-    progress: list[tuple[str, dict]] = []
-    started: list[tuple[str, str]] = []
-    lanes.on_progress = lambda job_id, p: progress.append((job_id, p))
-    lanes.on_start = lambda job_id, device: started.append((job_id, device))
-    lanes.progress, lanes.started = progress, started  # type: ignore[attr-defined]
-    await lanes.start()
-    yield lanes
-    await lanes.stop()
-
-
-async def test_a_training_streams_progress_and_returns_its_weights(lanes: RayLanes) -> None:
-    assert not lanes.has_cuda  # a CPU-only cluster: trainings ask for no GPU
-    outcome = await lanes.submit("a", SMALL)
-    assert outcome.status == "succeeded", outcome.reason
-    assert lanes.started == [("a", "cpu")]  # type: ignore[attr-defined]
-    epochs = [p["epoch"] for _, p in lanes.progress]  # type: ignore[attr-defined]
-    assert epochs == [0, 5, 10, 15, 19]
-    assert outcome.metadata is not None and outcome.weights
-    assert outcome.metadata["final_metrics"]["epoch"] == 19
-
-
-async def test_same_config_gives_the_same_weights_as_the_local_lanes(lanes: RayLanes) -> None:
-    from workers.training.lanes import DeviceLanes
-
-    local = DeviceLanes(["cpu"], max_queued=1)
-    await local.start()
-    try:
-        here = await local.submit("local", SMALL)
-    finally:
-        await local.stop()
-    there = await lanes.submit("ray", SMALL)
+async def test_same_config_gives_the_same_weights_as_the_local_lanes() -> None:
+    # The rest of the lanes' behaviour, on both backends: tests/workers/test_lanes.py.
+    outcomes = []
+    for launcher in (TrainingProcesses(["cpu"]), TrainingTasks(task_cpus=1)):
+        lanes = Lanes(launcher, max_queued=1)
+        await lanes.start()
+        try:
+            outcomes.append(await lanes.submit("same", SMALL))
+        finally:
+            await lanes.stop()
+    here, there = outcomes
+    assert here.status == there.status == "succeeded"
     assert here.weights == there.weights
 
 
-async def test_cancelling_a_running_training_stops_its_task(lanes: RayLanes) -> None:
-    outcome = lanes.submit("long", LONG)
-    await wait_until(lambda: lanes.running() == ["long"] and lanes.progress)  # type: ignore[attr-defined]
-    lanes.cancel("long")
-    started = time.monotonic()
-    assert (await outcome).status == "cancelled"
-    assert time.monotonic() - started < 10
-    await wait_until(lambda: not ray_processes("tensorlens-train"))
+@pytest.mark.parametrize(
+    ("cluster_gpus", "settings", "shares"),
+    [
+        (0, {}, (0.0, 0.0)),
+        (2, {}, (0.75, 0.25 / 8)),
+        (2, {"model_cache_size": 4}, (0.75, 0.25 / 4)),
+        (2, {"ray_training_gpus": 1.0, "ray_model_gpus": 0.5}, (1.0, 0.5)),
+        (0, {"ray_training_gpus": 0.5}, (0.5, 0.0)),
+    ],
+)
+def test_gpu_shares_default_to_a_training_and_the_cached_models_sharing_a_gpu(
+    cluster_gpus: float, settings: dict, shares: tuple[float, float]
+) -> None:
+    from service.settings import Settings
 
-
-async def test_a_dead_training_worker_fails_its_job_with_the_reason(lanes: RayLanes) -> None:
-    outcome = lanes.submit("doomed", LONG)
-    await wait_until(lambda: lanes.running() == ["doomed"] and ray_processes("tensorlens-train"))
-    for pid in ray_processes("tensorlens-train"):
-        os.kill(pid, signal.SIGKILL)
-    result = await outcome
-    assert result.status == "failed"
-    assert "died" in (result.reason or "")
-    after = await lanes.submit("after", SMALL)  # the lanes outlive the dead worker
-    assert after.status == "succeeded"
-
-
-async def test_a_full_training_queue_is_refused(lanes: RayLanes) -> None:
-    lanes.max_queued = 1
-    first = lanes.submit("one", LONG)
-    with pytest.raises(QueueFull):
-        lanes.submit("two", SMALL)
-    lanes.cancel("one")
-    await asyncio.gather(first, return_exceptions=True)
+    assert gpu_shares(Settings(**settings), cluster_gpus) == shares
 
 
 @pytest.fixture(scope="module")
 async def trained(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
     """Two small models trained on the cluster, in a store on this node."""
     store = ModelStore(tmp_path_factory.mktemp("ray-models"))
-    lanes = RayLanes(max_queued=4)
+    lanes = Lanes(TrainingTasks(), max_queued=4)
     await lanes.start()
     seeds = (1, 2)
     outcomes = await asyncio.gather(
@@ -251,7 +199,7 @@ async def trained(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
 
 
 @pytest.fixture
-async def server(trained: ModelStore) -> AsyncIterator[RayModelServer]:
+async def server(trained: ModelStore) -> AsyncIterator[ModelServer]:
     server = RayModelServer(
         trained,
         cache_size=1,
@@ -266,7 +214,7 @@ async def server(trained: ModelStore) -> AsyncIterator[RayModelServer]:
     await server.close()
 
 
-async def test_actors_serve_what_the_model_computes_here(server: RayModelServer) -> None:
+async def test_actors_serve_what_the_model_computes_here(server: ModelServer) -> None:
     import ray
 
     model_id = f"{1:032x}"
@@ -278,30 +226,50 @@ async def test_actors_serve_what_the_model_computes_here(server: RayModelServer)
     local = here.forward(here.validate_inputs(inputs))
     gathered = np.concatenate([prediction["probabilities"] for _, prediction in results])
     np.testing.assert_allclose(gathered, local["probabilities"], rtol=1e-6)
-    actor = server.actor_for(model_id)
+    actor = actor_for(server, model_id)
     assert ray.get(actor.device.remote()) == "cpu"  # asked for no GPU, holds none
 
 
-async def test_evicted_actors_are_killed(server: RayModelServer) -> None:
+async def assert_killed(actor: Any) -> None:
     import ray
 
-    first, second = f"{1:032x}", f"{2:032x}"
-    await server.predict(first, [[0.0, 0.0]])
-    actor = server.actor_for(first)
-    await server.predict(second, [[0.0, 0.0]])  # cache_size=1: the first actor goes
-    assert server.actor_for(first) is None
     with pytest.raises(ray.exceptions.RayActorError):
         await asyncio.wait_for(actor.device.remote(), 30)
 
 
+async def test_evicted_actors_are_killed(server: ModelServer) -> None:
+    first, second = f"{1:032x}", f"{2:032x}"
+    await server.predict(first, [[0.0, 0.0]])
+    actor = actor_for(server, first)
+    await server.predict(second, [[0.0, 0.0]])  # cache_size=1: the first actor goes
+    assert actor_for(server, first) is None
+    await assert_killed(actor)
+
+
+async def test_unloading_a_model_waits_for_its_requests_then_kills_its_actor(
+    server: ModelServer,
+) -> None:
+    model_id = f"{1:032x}"
+    await server.predict(model_id, [[0.0, 0.0]])
+    actor = actor_for(server, model_id)
+    inputs = np.random.default_rng(1).uniform(-1, 1, (8, 1, 2))
+    in_flight = [asyncio.ensure_future(server.predict(model_id, rows)) for rows in inputs]
+    await asyncio.sleep(0)  # the requests are with the model before the unload
+    await server.unload(model_id)
+    assert all(task.done() for task in in_flight)  # unload returned after its requests
+    assert all(task.result()[1]["classes"].shape == (1,) for task in in_flight)
+    assert actor_for(server, model_id) is None
+    await assert_killed(actor)
+
+
 async def test_a_dead_actor_fails_its_request_and_the_next_one_gets_a_new_actor(
-    server: RayModelServer,
+    server: ModelServer,
 ) -> None:
     import ray
 
     model_id = f"{1:032x}"
     await server.predict(model_id, [[0.0, 0.0]])
-    ray.kill(server.actor_for(model_id))
+    ray.kill(actor_for(server, model_id))
     with pytest.raises(WorkerDied):
         await server.predict(model_id, [[0.0, 0.0]])
     _, prediction = await server.predict(model_id, [[0.0, 0.0]])

@@ -1,46 +1,34 @@
-"""Training jobs as Ray tasks, behind the same interface as the local device lanes.
+"""How the Ray backend launches a training: a Ray task that streams its events.
 
-Each job is one Ray task in a fresh worker process (``max_calls=1``, as the local
-lanes spawn one process per job). The task streams its progress back (a Ray
-streaming generator) and ends with the :class:`~workers.training.lanes.Outcome`,
-weights included, so the API node's model store stays the source of truth and the
-cluster needs no shared filesystem.
+:class:`~workers.training.lanes.Lanes` does the rest (queue, deadline, cancel, outcome),
+as for the local lanes. Each job is one Ray task in a fresh worker process
+(``max_calls=1``, as the local lanes spawn one process per job). The task streams its
+progress back (a Ray streaming generator) and ends with the
+:class:`~workers.training.lanes.Outcome`, weights included, so the API node's model
+store stays the source of truth and the cluster needs no shared filesystem.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import ray
 from ray import exceptions as rex
 
-from workers.errors import InvalidInput, QueueFull
-from workers.ray_backend.pool import WORKER_LOST
-from workers.ray_backend.runtime import TRAINING_GPU_SHARE, ray_device
-from workers.training.lanes import (
-    CANCEL_GRACE_S,
-    Outcome,
-    ProgressCallback,
-    run_training,
-    training_queue_full,
-)
+from workers.ray_backend._errors import map_ray_errors
+from workers.ray_backend.runtime import ray_device
+from workers.training.lanes import Outcome, run_training
 
 
 def _train_task(config: dict[str, Any], cpu_threads: int) -> Iterator[tuple[str, Any]]:
     device = ray_device()
-    if device == "cpu":
-        if config.get("device") == "cuda":
-            yield "done", Outcome("failed", reason="the Ray task was given no usable GPU")
-            return
-        # As on the local lanes, a CPU training yields the core to interactive work.
-        with contextlib.suppress(OSError):
-            os.nice(10)
+    if device == "cpu" and config.get("device") == "cuda":
+        yield "done", Outcome("failed", reason="the Ray task was given no usable GPU")
+        return
     yield "started", device
     events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
     stop = threading.Event()
@@ -88,209 +76,108 @@ class TrainingRelay:
             return await (await self._stream.__anext__())
         except StopAsyncIteration:
             return "end", None
-        except rex.RayError as exc:
+        except rex.RayError as exc:  # raised again on the API side, as itself
             return "raise", exc
 
     def cancel(self, force: bool) -> None:
         ray.cancel(self._stream, force=force)
 
 
-class RayLanes:
-    """Runs training jobs as Ray tasks behind a bounded queue.
+class TrainingTasks:
+    """Launches each training as a Ray task, for :class:`~workers.training.lanes.Lanes`.
+
+    Every job is submitted at once: the cluster queues the tasks it has no room for
+    (they count as waiting until they start).
 
     Parameters
     ----------
-    max_queued : int
-        Jobs submitted but not yet started before :meth:`submit` raises :class:`QueueFull`.
     cpu_threads : int
         torch threads of a training on the CPU.
-    max_job_s : float
-        Wall-clock limit of one job, queueing in the cluster included.
     task_cpus : float
         CPUs each training task asks Ray for.
-    task_gpus : float or None
-        GPUs each training asks for (fractions share a GPU); ``None``:
-        :data:`TRAINING_GPU_SHARE` when the cluster has GPUs, else 0. A job whose config
-        says ``device: cpu`` asks for none.
+    task_gpus : float
+        GPUs each training asks for (fractions share a GPU; the Ray backend's default is
+        :func:`~workers.ray_backend.runtime.gpu_shares`). A job whose config says
+        ``device: cpu`` asks for none.
     """
 
+    slots = None
+
     def __init__(
-        self,
-        *,
-        max_queued: int,
-        cpu_threads: int = 1,
-        max_job_s: float = 3600,
-        task_cpus: float = 1.0,
-        task_gpus: float | None = None,
+        self, *, cpu_threads: int = 1, task_cpus: float = 1.0, task_gpus: float = 0.0
     ) -> None:
-        self.max_queued = max_queued
         self.cpu_threads = cpu_threads
-        self.max_job_s = max_job_s
         self.task_cpus = task_cpus
         self.task_gpus = task_gpus
         self._remote = ray.remote(max_calls=1)(_train_task)
-        self._waiting: dict[str, asyncio.Task[Outcome]] = {}
-        self._running: dict[str, _DirectStream | _RelayedStream] = {}
-        self._tasks: set[asyncio.Task[Outcome]] = set()
-        self._started = False
-        self.on_start: Callable[[str, str], None] = lambda job_id, device: None
-        self.on_progress: ProgressCallback = lambda job_id, progress: None
-
-    async def start(self) -> None:
-        if self.task_gpus is None:
-            has_gpus = ray.cluster_resources().get("GPU", 0) > 0
-            self.task_gpus = TRAINING_GPU_SHARE if has_gpus else 0.0
-        self._started = True
-
-    async def stop(self) -> None:
-        self._started = False
-        for stream in list(self._running.values()):
-            stream.cancel(force=True)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks))
-        self._running.clear()
-        self._waiting.clear()
 
     @property
     def alive(self) -> bool:
-        return self._started and ray.is_initialized()
+        return ray.is_initialized()
 
     @property
     def has_cuda(self) -> bool:
-        return bool(self.task_gpus)
+        return self.task_gpus > 0
 
-    def queued(self) -> int:
-        return len(self._waiting)
-
-    def running(self) -> list[str]:
-        return list(self._running)
-
-    def has_room(self) -> bool:
-        return len(self._waiting) < self.max_queued
-
-    def queue_full(self) -> QueueFull:
-        return training_queue_full(self.max_queued)
-
-    def submit(self, job_id: str, config: dict[str, Any]) -> asyncio.Future[Outcome]:
-        """Start a job's task; the future resolves with its :class:`Outcome`.
-
-        Raises
-        ------
-        QueueFull
-            When ``max_queued`` jobs are already waiting for the cluster.
-        """
-        if not self._started:
-            raise InvalidInput("the training lanes are not running")
-        if not self.has_room():
-            raise self.queue_full()
-        task = asyncio.get_running_loop().create_task(self._run_job(job_id, config))
-        self._waiting[job_id] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    def cancel(self, job_id: str) -> None:
-        """Drop a waiting job, or interrupt a running one (killed after a grace period)."""
-        stream = self._running.get(job_id)
-        if stream is None:
-            waiting = self._waiting.pop(job_id, None)
-            if waiting is not None:
-                waiting.cancel()
-            return
-        stream.cancel()
-        loop = asyncio.get_running_loop()
-        loop.call_later(
-            CANCEL_GRACE_S,
-            lambda: self._running.get(job_id) is stream and stream.cancel(force=True),
-        )
-
-    async def _run_job(self, job_id: str, config: dict[str, Any]) -> Outcome:
-        gpus = 0.0 if config.get("device") == "cpu" else float(self.task_gpus or 0)
+    def launch(self, job_id: str, config: dict[str, Any], slot: str | None) -> _TaskRun:
         options = {
             "num_cpus": self.task_cpus,
-            "num_gpus": gpus,
+            "num_gpus": 0.0 if config.get("device") == "cpu" else self.task_gpus,
             "num_returns": "streaming",
             "max_retries": 0,
             "name": "tensorlens-train",
         }
-        stream: _DirectStream | _RelayedStream | None = None
-        try:
-            # Submitting can fail too (a lost connection): inside, so the job still ends.
-            stream = (
-                _RelayedStream(options, config, self.cpu_threads)
-                if _on_ray_client()
-                else _DirectStream(self._remote.options(**options).remote(config, self.cpu_threads))
-            )
-            async with asyncio.timeout(self.max_job_s):
-                async for kind, payload in stream:
-                    if kind == "started":
-                        self._waiting.pop(job_id, None)
-                        self._running[job_id] = stream
-                        self.on_start(job_id, payload)
-                    elif kind == "progress":
-                        self.on_progress(job_id, payload)
-                    else:
-                        return payload
-            return Outcome("failed", reason="the training task ended without an outcome")
-        except TimeoutError:
-            if stream is not None:
-                stream.cancel(force=True)
-            return Outcome("failed", reason=f"over the time limit of {self.max_job_s:g} s")
-        except asyncio.CancelledError:
-            # Cancelled while waiting for the cluster, or at shutdown.
-            if stream is not None:
-                stream.cancel(force=True)
-            raise
-        except rex.TaskCancelledError:
-            return Outcome("cancelled", reason="cancelled by request")
-        except WORKER_LOST as exc:
-            return Outcome(
-                "failed",
-                reason=f"the Ray worker or node running the job died ({type(exc).__name__})",
-            )
-        except rex.RayError as exc:
-            return Outcome("failed", reason=f"Ray failed the job: {type(exc).__name__}: {exc}")
-        except Exception as exc:  # the API must outlive any one job
-            return Outcome("failed", reason=f"the lane failed: {type(exc).__name__}: {exc}")
-        finally:
-            self._waiting.pop(job_id, None)
-            self._running.pop(job_id, None)
-            if stream is not None:
-                stream.close()
+        with map_ray_errors("the job"):
+            if _on_ray_client():
+                return _RelayedRun(options, config, self.cpu_threads)
+            return _DirectRun(self._remote.options(**options).remote(config, self.cpu_threads))
 
 
 def _on_ray_client() -> bool:
     return ray.util.client.ray.is_connected()
 
 
-class _DirectStream:
-    """A training task's stream, iterated here (a driver on a cluster node)."""
+class _TaskRun:
+    """A training task's run: its stream, with Ray's errors in this house's terms."""
+
+    async def events(self) -> AsyncIterator[tuple[str, Any]]:
+        with map_ray_errors("the job"):
+            async for item in self._stream():
+                yield item
+
+    def _stream(self) -> AsyncIterator[tuple[str, Any]]:
+        raise NotImplementedError
+
+    def stop(self, *, force: bool) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        pass
+
+
+class _DirectRun(_TaskRun):
+    """The stream iterated here (a driver on a cluster node)."""
 
     def __init__(self, generator: ray.ObjectRefGenerator) -> None:
         self._generator = generator
 
-    async def __aiter__(self) -> AsyncIterator[tuple[str, Any]]:
+    async def _stream(self) -> AsyncIterator[tuple[str, Any]]:
         async for ref in self._generator:
             yield await ref
 
-    def cancel(self, force: bool = False) -> None:
+    def stop(self, *, force: bool) -> None:
         with contextlib.suppress(Exception):  # best effort: the task may be gone already
             ray.cancel(self._generator, force=force)
 
-    def close(self) -> None:
-        pass
 
-
-class _RelayedStream:
-    """A training task's stream, iterated by a :class:`TrainingRelay` actor (Ray Client)."""
+class _RelayedRun(_TaskRun):
+    """The stream iterated by a :class:`TrainingRelay` actor (an API on Ray Client)."""
 
     def __init__(self, options: dict[str, Any], config: dict[str, Any], cpu_threads: int) -> None:
         relay = ray.remote(num_cpus=0)(TrainingRelay)
         self._relay = relay.remote(options, config, cpu_threads)
 
-    async def __aiter__(self) -> AsyncIterator[tuple[str, Any]]:
+    async def _stream(self) -> AsyncIterator[tuple[str, Any]]:
         while True:
             kind, payload = await self._relay.next.remote()
             if kind == "end":
@@ -299,10 +186,10 @@ class _RelayedStream:
                 raise payload
             yield kind, payload
 
-    def cancel(self, force: bool = False) -> None:
+    def stop(self, *, force: bool) -> None:
         with contextlib.suppress(Exception):  # best effort: the relay may be gone already
             self._relay.cancel.remote(force)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         with contextlib.suppress(Exception):
             ray.kill(self._relay)

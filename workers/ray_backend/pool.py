@@ -33,32 +33,15 @@ from ray import exceptions as rex
 from ray.actor import ActorHandle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from workers.errors import (
-    PoolUnavailable,
-    QueueFull,
-    RemoteError,
-    WorkerDied,
-    WorkTimeout,
-)
-from workers.pool import DEFAULT_PRELOAD, PoolStats, execute
+from workers.errors import PoolUnavailable, RemoteError, WorkerDied, WorkTimeout
+from workers.pool import DEFAULT_PRELOAD, PoolStats, execute, get_within, queue_full
+from workers.ray_backend._errors import WORKER_LOST, map_ray_errors
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
 Placement = Literal["actors", "tasks"]
-
-#: Ray errors meaning the process (or node) running a task or actor call is gone.
-WORKER_LOST = (
-    rex.WorkerCrashedError,
-    rex.NodeDiedError,
-    rex.ObjectLostError,
-    rex.OwnerDiedError,
-    rex.LocalRayletDiedError,
-    rex.OutOfMemoryError,  # Ray's memory monitor killed the worker
-    rex.RayActorError,  # an image worker actor died (Ray restarts it)
-    rex.ActorUnschedulableError,  # ... and cannot come back: its node is gone
-)
 
 #: Longest the pool waits at start for its warm-up work to be scheduled, and for an
 #: image worker actor to come back after a restart.
@@ -173,7 +156,7 @@ class ImageWorkers:
             if not self._members:
                 raise PoolUnavailable(NO_NODE_LEFT)
             remaining = deadline - loop.time()
-            actor = await _get(self._idle, min(remaining, 0.5))
+            actor = await get_within(self._idle, min(remaining, 0.5))
             if actor is not None and id(actor) in self._members:
                 return actor
             if actor is None and remaining <= 0.5:
@@ -281,14 +264,14 @@ class RayPool:
                 self._remote.remote(_preload, (self._preload,)) for _ in range(self._task_slots)
             ]
             try:
-                await asyncio.wait_for(asyncio.gather(*warm), START_TIMEOUT_S)
+                async with asyncio.timeout(START_TIMEOUT_S):
+                    with map_ray_errors("the start of an image worker"):
+                        await asyncio.gather(*warm)
             except TimeoutError:
                 raise PoolUnavailable(
                     f"no Ray worker started within {START_TIMEOUT_S:g} s: "
                     "does the cluster have CPUs?"
                 ) from None
-            except rex.RayError as exc:
-                raise PoolUnavailable(f"a Ray worker failed to start: {exc}") from None
         self._watch = asyncio.ensure_future(self._follow_the_cluster())
         self._started = True
 
@@ -331,17 +314,19 @@ class RayPool:
         if self._slots == 0:
             raise PoolUnavailable(NO_NODE_LEFT)
         if self._outstanding >= self._slots + self.max_queue_depth:
-            raise QueueFull(
-                f"the work queue is full ({self.max_queue_depth} waiting); retry later",
-                retry_after_s=self.retry_after_s,
-            )
+            raise queue_full(self.max_queue_depth, self.retry_after_s)
         timeout = self.default_timeout_s if timeout_s is None else timeout_s
         self._outstanding += 1
         try:
-            if self._workers is None:
-                status, value = await self._on_task(fn, args, timeout)
-            else:
-                status, value = await self._on_actor(self._workers, fn, args, timeout)
+            # The work's own errors come back as values; what is raised is Ray's.
+            with map_ray_errors("the request", then="; retry the request"):
+                if self._workers is None:
+                    status, value = await self._on_task(fn, args, timeout)
+                else:
+                    status, value = await self._on_actor(self._workers, fn, args, timeout)
+        except WorkerDied:
+            self.restarts += 1
+            raise
         finally:
             self._outstanding -= 1
         if status == "ok":
@@ -368,7 +353,8 @@ class RayPool:
     ) -> tuple[str, Any]:
         ref = self._submit(self._remote, fn, args)
         try:
-            return await asyncio.wait_for(ref, timeout)
+            async with asyncio.timeout(timeout):
+                return await ref  # type: ignore[no-any-return]
         except TimeoutError:
             ray.cancel(ref, force=True)
             raise WorkTimeout(
@@ -379,8 +365,6 @@ class RayPool:
             # interrupted (its worker survives).
             ray.cancel(ref)
             raise
-        except rex.RayError as exc:
-            raise self._failure(exc) from None
 
     async def _on_actor(
         self,
@@ -403,7 +387,8 @@ class RayPool:
         call = asyncio.wrap_future(ref.future())
         call.add_done_callback(functools.partial(self._returned, workers, actor))
         try:
-            return await asyncio.wait_for(asyncio.shield(call), deadline - loop.time())
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(call)
         except TimeoutError:
             workers.kill(actor)  # Ray restarts it; the call fails, freeing it
             raise WorkTimeout(
@@ -412,8 +397,6 @@ class RayPool:
         except asyncio.CancelledError:
             ray.cancel(ref)  # the client went away: a call that has not started never runs
             raise
-        except rex.RayError as exc:
-            raise self._failure(exc) from None
 
     def _returned(
         self, workers: ImageWorkers, actor: ActorHandle, call: asyncio.Future[Any]
@@ -429,31 +412,3 @@ class RayPool:
             raise RemoteError(f"the work could not be submitted to Ray: {exc}") from None
         except Exception as exc:  # a lost connection
             raise PoolUnavailable(f"the work could not be submitted to Ray: {exc}") from None
-
-    def _failure(self, exc: rex.RayError) -> Exception:
-        if isinstance(exc, WORKER_LOST):
-            self.restarts += 1
-            return WorkerDied(
-                f"the Ray worker running the request died ({type(exc).__name__}); retry the request"
-            )
-        if isinstance(exc, rex.TaskCancelledError):
-            return PoolUnavailable("the work was cancelled: the pool is shutting down")
-        # Not the work's own error (that comes back as a value): Ray's; the request was fine.
-        return PoolUnavailable(f"Ray failed the work ({type(exc).__name__}); retry the request")
-
-
-async def _get(idle: asyncio.Queue[ActorHandle], timeout: float) -> ActorHandle | None:
-    """The next item, or None past ``timeout``; never loses one to a cancellation
-    (``asyncio.wait_for`` around ``Queue.get`` can, before Python 3.12)."""
-    getter = asyncio.ensure_future(idle.get())
-    try:
-        await asyncio.wait((getter,), timeout=max(0.0, timeout))
-    except asyncio.CancelledError:
-        getter.cancel()
-        if getter.done() and not getter.cancelled():
-            idle.put_nowait(getter.result())
-        raise
-    if getter.done():
-        return getter.result()
-    getter.cancel()
-    return None

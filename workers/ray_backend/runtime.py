@@ -6,17 +6,19 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # Before Ray is imported: no usage reporting from this service or its tests.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import ray
 
+from workers.backend import BackendSettings
 from workers.errors import PoolUnavailable
 
 #: On a cluster with GPUs, by default a training asks for 3/4 of one and the cached models
 #: share the last quarter: one training per GPU, and a loaded model never keeps a training
-#: off the GPU it sits on.
+#: off the GPU it sits on (see :func:`gpu_shares`).
 TRAINING_GPU_SHARE = 0.75
 MODEL_GPU_SHARE = 0.25
 
@@ -99,6 +101,25 @@ class RayRuntime:
     def resources() -> dict[str, float]:
         """What the cluster has in all (``CPU``, ``GPU``, memory, custom resources)."""
         return dict(ray.cluster_resources())
+
+
+class GpuShares(NamedTuple):
+    """The GPUs a training task and a model actor ask Ray for (fractions share one)."""
+
+    training: float
+    model: float
+
+
+def gpu_shares(settings: BackendSettings, cluster_gpus: float) -> GpuShares:
+    """The settings' shares (``ray_training_gpus``, ``ray_model_gpus``) where they are set;
+    else, on a cluster with GPUs, :data:`TRAINING_GPU_SHARE` for a training and
+    :data:`MODEL_GPU_SHARE` split between the ``model_cache_size`` cached models; else 0."""
+    training, model = settings.ray_training_gpus, settings.ray_model_gpus
+    if training is None:
+        training = TRAINING_GPU_SHARE if cluster_gpus > 0 else 0.0
+    if model is None:
+        model = MODEL_GPU_SHARE / settings.model_cache_size if cluster_gpus > 0 else 0.0
+    return GpuShares(training, model)
 
 
 def ray_device() -> str:

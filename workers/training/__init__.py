@@ -1,9 +1,9 @@
-"""Training and serving the notes' small PyTorch models.
+"""Training the notes' small PyTorch models (serving them is :mod:`workers.serving`).
 
 Spiral classification and cubic regression, as in the notes: configurations
 (:mod:`.configs`), datasets (:mod:`.datasets`), networks (:mod:`.models`), the
 training loop (:mod:`.trainer`), the model store (:mod:`.checkpoints`), the job
-store (:mod:`.jobs`), plots (:mod:`.plots`) and inference (:mod:`.inference`).
+store (:mod:`.jobs`), and plots (:mod:`.plots`).
 """
 
 from workers.training.checkpoints import ModelInfo, ModelStore, validate_model_id
@@ -22,7 +22,6 @@ from workers.training.configs import (
     validate_training,
 )
 from workers.training.datasets import make_cubic, make_spiral
-from workers.training.inference import DynamicBatcher, LoadedModel, ModelCache
 from workers.training.jobs import INTERRUPTED, Job, JobEvent, JobsPage, JobStatus, JobStore
 from workers.training.models import Ensemble, build_model, io_features
 from workers.training.plots import (
@@ -45,15 +44,12 @@ __all__ = [
     "DEFAULT_LIMITS",
     "INTERRUPTED",
     "AdamSpec",
-    "DynamicBatcher",
     "Ensemble",
     "Job",
     "JobEvent",
     "JobStatus",
     "JobStore",
     "JobsPage",
-    "LoadedModel",
-    "ModelCache",
     "ModelInfo",
     "ModelSpec",
     "ModelStore",

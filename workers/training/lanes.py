@@ -1,29 +1,41 @@
-"""Device lanes: where training jobs run, one job per lane at a time.
+"""Training lanes: where training jobs wait, run, and end, on every backend.
 
-A lane is a device name (``cpu``, ``cuda:0``, ...). Each job runs in a fresh spawned
-process on its lane, so a crash, a leak or CUDA memory never outlives the job, and
-on the CPU the process runs at a lower priority so interactive requests (image ops,
-predictions) keep answering while models train. The process streams its progress
-back over a pipe; the parent writes it to the job store and wakes the listeners.
+:class:`Lanes` owns what is the same wherever a job runs: the bounded queue, the
+deadline, the cancel and its grace period, and how each way of ending becomes an
+:class:`Outcome`. A backend supplies only a :class:`Launcher`: how a job is started
+and how its event stream is read (a process on this machine in :mod:`workers.local`,
+a Ray streaming task in :mod:`workers.ray_backend.lanes`). Every job's stream is the
+same: ``("started", device)``, ``("progress", dict)`` at each report, then
+``("done", Outcome)``; its code is :func:`run_training`, on every backend.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
-from workers.errors import InvalidInput, InvalidParameter, QueueFull, TensorlensError
+from workers.backend import ProgressCallback
+from workers.errors import (
+    InvalidParameter,
+    PoolUnavailable,
+    QueueFull,
+    TensorlensError,
+    WorkCancelled,
+)
 
 #: How long a cancelled job may take to reach its next report before it is killed.
 CANCEL_GRACE_S = 30.0
+
+#: What a client is told to wait before resubmitting when the training queue is full.
+TRAINING_RETRY_AFTER_S = 10
+
+#: How much a training on the CPU lowers its priority: interactive requests (image ops,
+#: predictions) keep answering while models train.
+CPU_TRAINING_NICE = 10
 
 
 def plan_lanes(devices: str, lanes_per_device: int, cuda_count: int | None = None) -> list[str]:
@@ -64,30 +76,6 @@ class Outcome:
     metadata: dict[str, Any] | None = None
 
 
-def _train_main(conn: Connection, config: dict[str, Any], device: str, cpu_threads: int) -> None:
-    _die_with_parent()
-    if device == "cpu":
-        # Yield the CPU to interactive work: a training never starves image ops.
-        with contextlib.suppress(OSError):
-            os.nice(10)
-    cancelled = False
-
-    def should_stop() -> bool:
-        nonlocal cancelled
-        while not cancelled and conn.poll():
-            cancelled = conn.recv() == "cancel"
-        return cancelled
-
-    outcome = run_training(
-        config,
-        device,
-        cpu_threads,
-        report=lambda progress: conn.send(("progress", progress)),
-        should_stop=should_stop,
-    )
-    conn.send(("done", outcome))
-
-
 def run_training(
     config: dict[str, Any],
     device: str,
@@ -103,6 +91,9 @@ def run_training(
     from workers.training.configs import validate_training
     from workers.training.trainer import TrainingCancelled, build_metadata, train
 
+    if device == "cpu":
+        with contextlib.suppress(OSError):
+            os.nice(CPU_TRAINING_NICE)
     torch.set_num_threads(cpu_threads)
     try:
         parsed = validate_training(config)
@@ -119,39 +110,28 @@ def run_training(
         return Outcome("failed", reason=f"{type(exc).__name__}: {exc}")
 
 
-ProgressCallback = Callable[[str, dict[str, Any]], None]
+class JobRun(Protocol):
+    """One launched job, as its backend runs it."""
 
-#: What a client is told to wait before resubmitting when the training queue is full.
-TRAINING_RETRY_AFTER_S = 10
+    def events(self) -> AsyncIterator[tuple[str, Any]]:
+        """The job's stream (see the module); raises a :mod:`workers.errors` class when the
+        job's process or task fails (:class:`~workers.errors.WorkCancelled`: it stopped on
+        a cancel)."""
+        ...
 
+    def stop(self, *, force: bool) -> None:
+        """Asks the job to stop at its next report; ``force``: kills it now."""
 
-def training_queue_full(max_queued: int) -> QueueFull:
-    """What :meth:`TrainingLanes.submit` raises past ``max_queued`` waiting jobs."""
-    return QueueFull(
-        f"{max_queued} trainings are already waiting; retry later",
-        retry_after_s=TRAINING_RETRY_AFTER_S,
-    )
-
-
-def _die_with_parent() -> None:
-    # Linux: the kernel kills this process when the API process dies, so a training
-    # never runs on unobserved after a crash of its parent.
-    with contextlib.suppress(Exception):
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    async def close(self) -> None:
+        """Releases what the run holds, once its job is over."""
 
 
-class TrainingLanes(Protocol):
-    """What the training manager needs from a backend (device lanes here, Ray tasks)."""
+class Launcher(Protocol):
+    """How a backend starts training jobs."""
 
-    on_start: Callable[[str, str], None]
-    on_progress: ProgressCallback
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
+    #: One name (a device) per job that may run at once; None: every job is launched at
+    #: once and the backend queues them (a Ray cluster).
+    slots: Sequence[str] | None
 
     @property
     def alive(self) -> bool: ...
@@ -159,185 +139,190 @@ class TrainingLanes(Protocol):
     @property
     def has_cuda(self) -> bool: ...
 
-    def queued(self) -> int: ...
-
-    def running(self) -> list[str]: ...
-
-    def has_room(self) -> bool: ...
-
-    def queue_full(self) -> QueueFull: ...
-
-    def submit(self, job_id: str, config: dict[str, Any]) -> asyncio.Future[Outcome]: ...
-
-    def cancel(self, job_id: str) -> None: ...
+    def launch(self, job_id: str, config: dict[str, Any], slot: str | None) -> JobRun: ...
 
 
-class DeviceLanes:
-    """Runs training jobs on device lanes behind a bounded queue.
+@dataclass(eq=False)
+class _Job:
+    id: str
+    config: dict[str, Any]
+    task: asyncio.Task[Outcome] | None = None
+    run: JobRun | None = None
+    started: bool = False
+    dropped: bool = False  # cancelled before it started: it no longer waits
+
+
+class Lanes:
+    """Runs training jobs behind a bounded queue, however a backend launches them.
+
+    A job waits (counted by :meth:`queued`) until its run reports ``started``: for a
+    free slot, then (on Ray) for the cluster. Past ``max_job_s`` after its launch it is
+    killed and fails; a cancelled job is asked to stop at its next report and killed
+    after ``cancel_grace_s``.
 
     Parameters
     ----------
-    lanes : list of str
-        Device names, one per concurrent job (see :func:`plan_lanes`).
+    launcher : Launcher
+        How the backend starts a job and reads its stream.
     max_queued : int
-        Jobs waiting for a lane before :meth:`submit` raises :class:`QueueFull`.
-    cpu_threads : int
-        torch threads of a training process on the CPU.
+        Jobs waiting before :meth:`submit` raises :class:`QueueFull`.
     max_job_s : float
-        Wall-clock limit of one job; past it the process is killed and the job fails.
+        Wall-clock limit of one job from its launch.
     """
 
     def __init__(
-        self, lanes: list[str], *, max_queued: int, cpu_threads: int = 1, max_job_s: float = 3600
+        self,
+        launcher: Launcher,
+        *,
+        max_queued: int,
+        max_job_s: float = 3600,
+        cancel_grace_s: float = CANCEL_GRACE_S,
     ) -> None:
-        if not lanes:
-            raise InvalidInput("no training lanes configured")
-        self.lanes = lanes
+        self.launcher = launcher
         self.max_queued = max_queued
-        self.cpu_threads = cpu_threads
         self.max_job_s = max_job_s
-        self._ctx = multiprocessing.get_context("spawn")
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any], asyncio.Future[Outcome]]] | None = (
-            None
-        )
-        self._waiting: dict[str, asyncio.Future[Outcome]] = {}
-        self._runners: list[asyncio.Task[None]] = []
-        self._running: dict[str, tuple[BaseProcess, Connection]] = {}
-        self._io = ThreadPoolExecutor(max_workers=len(lanes) + 1, thread_name_prefix="lane-io")
+        self.cancel_grace_s = cancel_grace_s
+        self._jobs: dict[str, _Job] = {}  # submitted and not over, in submission order
+        self._free: asyncio.Queue[str] | None = None
+        self._started = False
         self.on_start: Callable[[str, str], None] = lambda job_id, device: None
         self.on_progress: ProgressCallback = lambda job_id, progress: None
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._runners = [
-            asyncio.create_task(self._run_lane(device), name=f"lane-{i}-{device}")
-            for i, device in enumerate(self.lanes)
-        ]
+        if self.launcher.slots is not None:
+            self._free = asyncio.Queue()
+            for slot in self.launcher.slots:
+                self._free.put_nowait(slot)
+        self._started = True
 
     async def stop(self) -> None:
-        # Kill first: a runner cancelled mid-job would forget its process.
-        for process, _ in list(self._running.values()):
-            process.kill()
-        for task in self._runners:
-            task.cancel()
-        for task in self._runners:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._running.clear()
-        for future in self._waiting.values():
-            future.cancel()
-        self._waiting.clear()
-        self._io.shutdown(wait=False, cancel_futures=True)
+        """Kills every running job and drops the waiting ones: their futures are cancelled.
+        Stopping again does nothing."""
+        self._started = False
+        jobs = list(self._jobs.values())
+        for job in jobs:
+            if job.run is not None:
+                job.run.stop(force=True)
+            if job.task is not None:
+                job.task.cancel()
+        tasks = [job.task for job in jobs if job.task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+        self._jobs.clear()
 
     @property
     def alive(self) -> bool:
-        return bool(self._runners) and not any(task.done() for task in self._runners)
+        return self._started and self.launcher.alive
 
     @property
     def has_cuda(self) -> bool:
-        return any(lane.startswith("cuda") for lane in self.lanes)
+        return self.launcher.has_cuda
 
     def queued(self) -> int:
-        return len(self._waiting)
+        return sum(1 for job in self._jobs.values() if not (job.started or job.dropped))
 
     def running(self) -> list[str]:
-        return list(self._running)
+        return [job.id for job in self._jobs.values() if job.started]
+
+    def has_room(self) -> bool:
+        return self.queued() < self.max_queued
+
+    def queue_full(self) -> QueueFull:
+        """What :meth:`submit` raises past ``max_queued`` waiting jobs."""
+        return QueueFull(
+            f"{self.max_queued} trainings are already waiting; retry later",
+            retry_after_s=TRAINING_RETRY_AFTER_S,
+        )
 
     def submit(self, job_id: str, config: dict[str, Any]) -> asyncio.Future[Outcome]:
-        """Queue a job; the future resolves with its :class:`Outcome`.
+        """Queue a job; the future resolves with its :class:`Outcome` (it is cancelled when
+        the job is cancelled before it started, or the lanes stop).
 
         Raises
         ------
         QueueFull
             When ``max_queued`` jobs are already waiting.
+        PoolUnavailable
+            When the lanes are not running.
         """
-        assert self._queue is not None, "lanes not started"
+        if not self._started:
+            raise PoolUnavailable("the training lanes are not running")
         if not self.has_room():
             raise self.queue_full()
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._waiting[job_id] = future
-        self._queue.put_nowait((job_id, config, future))
-        return future
-
-    def has_room(self) -> bool:
-        return len(self._waiting) < self.max_queued
-
-    def queue_full(self) -> QueueFull:
-        return training_queue_full(self.max_queued)
+        job = _Job(job_id, config)
+        job.task = asyncio.get_running_loop().create_task(
+            self._run(job), name=f"training-{job_id[:8]}"
+        )
+        # Not in _run: a job cancelled before its task first ran never enters it.
+        job.task.add_done_callback(lambda _: self._forget(job))
+        self._jobs[job_id] = job
+        return job.task
 
     def cancel(self, job_id: str) -> None:
-        """Drop a queued job, or ask a running one to stop at its next report.
+        """Drop a waiting job, or ask a running one to stop at its next report.
 
-        A running job that has not stopped after :data:`CANCEL_GRACE_S` is killed.
+        A running job that has not stopped after ``cancel_grace_s`` is killed.
         """
-        waiting = self._waiting.pop(job_id, None)
-        if waiting is not None:
-            waiting.cancel()
+        job = self._jobs.get(job_id)
+        if job is None or job.task is None:
             return
-        entry = self._running.get(job_id)
-        if entry is None:
+        if not job.started or job.run is None:
+            job.dropped = True
+            job.task.cancel()  # it never runs (a launched one is killed)
             return
-        process, conn = entry
-        with contextlib.suppress(OSError):
-            conn.send("cancel")
-        loop = asyncio.get_running_loop()
-        loop.call_later(CANCEL_GRACE_S, lambda: process.is_alive() and process.kill())
+        job.run.stop(force=False)
+        asyncio.get_running_loop().call_later(self.cancel_grace_s, self._kill_if_running, job)
 
-    async def _run_lane(self, device: str) -> None:
-        assert self._queue is not None
-        while True:
-            job_id, config, future = await self._queue.get()
-            self._waiting.pop(job_id, None)
-            if future.done():  # cancelled while queued
-                continue
-            try:
-                outcome = await self._run_job(job_id, config, device)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the lane must outlive any one job
-                outcome = Outcome("failed", reason=f"the lane failed: {type(exc).__name__}: {exc}")
-            if not future.done():
-                future.set_result(outcome)
+    @staticmethod
+    def _kill_if_running(job: _Job) -> None:
+        if job.run is not None and job.task is not None and not job.task.done():
+            job.run.stop(force=True)
 
-    async def _run_job(self, job_id: str, config: dict[str, Any], device: str) -> Outcome:
-        loop = asyncio.get_running_loop()
-        parent, child = self._ctx.Pipe(duplex=True)
-        # `auto` and `cuda` go where the lane is; an explicit `cpu` stays on the CPU.
-        placed = "cpu" if config.get("device") == "cpu" else device
-        process = self._ctx.Process(
-            target=_train_main,
-            args=(child, config, placed, self.cpu_threads),
-            daemon=True,
-            name=f"tensorlens-train-{job_id[:8]}",
-        )
+    def _forget(self, job: _Job) -> None:
+        if self._jobs.get(job.id) is job:
+            del self._jobs[job.id]
+
+    async def _run(self, job: _Job) -> Outcome:
+        if self._free is None:
+            return await self._launch(job, None)
+        slot = await self._free.get()
         try:
-            process.start()
-            child.close()
-            self._running[job_id] = (process, parent)
-            self.on_start(job_id, placed)
-            deadline = loop.time() + self.max_job_s
-            while True:
-                remaining = deadline - loop.time()
-                try:
-                    kind, payload = await asyncio.wait_for(
-                        loop.run_in_executor(self._io, parent.recv), max(remaining, 0)
-                    )
-                except TimeoutError:
-                    process.kill()
-                    return Outcome("failed", reason=f"over the time limit of {self.max_job_s:g} s")
-                except (EOFError, OSError):
-                    await loop.run_in_executor(self._io, process.join, 5)
-                    return Outcome(
-                        "failed",
-                        reason=f"the training process died (exit code {process.exitcode})",
-                    )
-                if kind == "progress":
-                    self.on_progress(job_id, payload)
-                else:
-                    return payload
+            return await self._launch(job, slot)
         finally:
-            self._running.pop(job_id, None)
-            if process.is_alive():
-                await loop.run_in_executor(self._io, process.join, 10)
-                process.kill()
-            parent.close()
+            self._free.put_nowait(slot)
+
+    async def _launch(self, job: _Job, slot: str | None) -> Outcome:
+        try:
+            # Launching can fail too (a lost connection): inside, so the job still ends.
+            job.run = self.launcher.launch(job.id, job.config, slot)
+            async with (
+                asyncio.timeout(self.max_job_s),
+                contextlib.aclosing(job.run.events()) as events,
+            ):
+                async for kind, payload in events:
+                    if kind == "started":
+                        job.started = True
+                        self.on_start(job.id, payload)
+                    elif kind == "progress":
+                        self.on_progress(job.id, payload)
+                    else:
+                        return payload  # type: ignore[no-any-return]
+            return Outcome("failed", reason="the training ended without an outcome")
+        except TimeoutError:
+            if job.run is not None:
+                job.run.stop(force=True)
+            return Outcome("failed", reason=f"over the time limit of {self.max_job_s:g} s")
+        except asyncio.CancelledError:
+            # Cancelled before it started, or the lanes are stopping: it must not run on.
+            if job.run is not None:
+                job.run.stop(force=True)
+            raise
+        except WorkCancelled:
+            return Outcome("cancelled", reason="cancelled by request")
+        except TensorlensError as exc:  # its process, task or node died; Ray failed it
+            return Outcome("failed", reason=exc.detail)
+        except Exception as exc:  # the lanes must outlive any one job
+            return Outcome("failed", reason=f"the lane failed: {type(exc).__name__}: {exc}")
+        finally:
+            if job.run is not None:
+                await job.run.close()

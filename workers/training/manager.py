@@ -1,17 +1,20 @@
-"""The training job lifecycle: store, queue on device lanes, register models, notify."""
+"""The training job lifecycle: store, queue on the lanes, register models, notify."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workers.errors import InvalidParameter
 from workers.training.checkpoints import ModelStore
 from workers.training.configs import RegressionConfig, SpiralConfig
 from workers.training.jobs import Job, JobEvent, JobStore
-from workers.training.lanes import Outcome, TrainingLanes
+from workers.training.lanes import Outcome
+
+if TYPE_CHECKING:
+    from workers.backend import TrainingLanes
 
 log = logging.getLogger("tensorlens.training")
 
@@ -34,7 +37,7 @@ class TrainingManager:
         lanes.on_progress = self._progress
 
     async def start(self) -> list[str]:
-        """Reconcile what a previous process left behind, then start the lanes.
+        """Reconcile what a previous process left behind (the backend starts the lanes).
 
         A job whose model was written before the process stopped succeeded; every
         other queued or running job failed with reason ``interrupted``. Temporary
@@ -49,11 +52,14 @@ class TrainingManager:
         if interrupted:
             log.warning("marked %d interrupted training job(s) failed", len(interrupted))
         self._closing = False
-        await self.lanes.start()
         return interrupted
 
     async def stop(self) -> None:
-        """Stop the lanes, let model writes in progress finish, end the event streams."""
+        """Stop the lanes, let model writes in progress finish, end the event streams.
+
+        The lanes are stopped here, not left to the backend's stop: every job has ended
+        (its future settled) before the manager waits for what follows them.
+        """
         await self.lanes.stop()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=30)

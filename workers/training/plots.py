@@ -24,7 +24,7 @@ from workers.training.configs import SpiralConfig
 from workers.training.datasets import make_cubic, make_spiral
 
 if TYPE_CHECKING:
-    from workers.training.inference import LoadedModel
+    from workers.serving import LoadedModel
 
 __all__ = [
     "MODEL_PLOTS",

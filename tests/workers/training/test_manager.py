@@ -3,8 +3,9 @@ import asyncio
 import pytest
 import torch
 
+from workers.local import TrainingProcesses
 from workers.training import JobStore, ModelStore
-from workers.training.lanes import DeviceLanes
+from workers.training.lanes import Lanes
 from workers.training.manager import TrainingManager
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +21,8 @@ async def test_start_reconciles_what_a_crash_left_behind(tmp_path) -> None:
     waiting = jobs.create({"task": "spiral"})
     (tmp_path / "models" / ".tmp-half-written").mkdir()
 
-    manager = TrainingManager(jobs, models, DeviceLanes(["cpu"], max_queued=1))
+    manager = TrainingManager(jobs, models, Lanes(TrainingProcesses(["cpu"]), max_queued=1))
+    await manager.lanes.start()
     interrupted = await manager.start()
     try:
         assert sorted(interrupted) == sorted([cut.id, waiting.id])
@@ -32,11 +34,13 @@ async def test_start_reconciles_what_a_crash_left_behind(tmp_path) -> None:
     finally:
         await manager.stop()
         jobs.close()
+    assert not manager.lanes.alive  # the manager's stop stops the lanes
 
 
 async def test_event_streams_end_when_the_manager_stops(tmp_path) -> None:
     jobs, models = JobStore(tmp_path / "jobs.sqlite3"), ModelStore(tmp_path / "models")
-    manager = TrainingManager(jobs, models, DeviceLanes(["cpu"], max_queued=1))
+    manager = TrainingManager(jobs, models, Lanes(TrainingProcesses(["cpu"]), max_queued=1))
+    await manager.lanes.start()
     await manager.start()
     job = jobs.create({"task": "spiral"})
     jobs.set_running(job.id)

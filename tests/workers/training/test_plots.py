@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from workers.serving import LoadedModel
 from workers.training.configs import validate_training
 from workers.training.datasets import make_cubic, make_spiral
-from workers.training.inference import LoadedModel
 from workers.training.plots import (
     curves_png,
     dataset_png,

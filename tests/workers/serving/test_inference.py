@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from workers.errors import InvalidParameter, ModelUnavailable
-from workers.training import inference
+from workers.serving import DynamicBatcher, LoadedModel, batching
 from workers.training.checkpoints import ModelStore
 from workers.training.configs import validate_training
-from workers.training.inference import DynamicBatcher, LoadedModel, ModelCache
 from workers.training.trainer import build_metadata, train
 
 SPIRAL = {"task": "spiral", "data": {"points_per_class": 50}, "epochs": 5, "device": "cpu"}
@@ -217,7 +216,7 @@ def test_clients_that_come_back_one_by_one_are_gathered_into_one_pass_again():
 
 
 def test_a_batch_waits_at_most_one_pass_and_forgets_the_crowd(monkeypatch):
-    monkeypatch.setattr(inference, "PEAK_WINDOW_S", 0.5)
+    monkeypatch.setattr(batching, "PEAK_WINDOW_S", 0.5)
     passes: list[int] = []
 
     async def main():
@@ -284,12 +283,20 @@ def test_a_bad_request_fails_alone_and_a_failed_pass_fails_its_batch(spiral):
     assert [str(error) for error in errors] == ["device lost", "device lost"]
 
 
-def test_closing_fails_waiting_requests():
-    gate = threading.Event()
+class GatedForward:
+    """A forward pass that waits for ``gate`` (5 s at most) and returns its batch."""
 
-    def slow(batch):
-        gate.wait(5)
+    def __init__(self):
+        self.gate = threading.Event()
+
+    def __call__(self, batch):
+        self.gate.wait(5)
         return {"y": batch}
+
+
+def test_closing_fails_waiting_requests():
+    slow = GatedForward()
+    gate = slow.gate
 
     async def main():
         batcher = DynamicBatcher(slow, max_queue_delay_ms=0)
@@ -432,6 +439,44 @@ def test_draining_waits_for_every_running_batch_and_the_queue():
     assert len(probe.spans) == 3
 
 
+def test_draining_is_woken_by_the_last_batch_not_by_polling(monkeypatch):
+    gated = GatedForward()
+
+    async def main():
+        batcher = DynamicBatcher(gated, max_batch_size=1, max_queue_delay_ms=0)
+        futures = [asyncio.ensure_future(batcher.submit(np.full((1, 1), n))) for n in range(2)]
+        await asyncio.sleep(0.02)  # one pass running (held at the gate), one queued
+
+        async def no_polling(*args, **kwargs):
+            raise AssertionError("draining polled")
+
+        monkeypatch.setattr(asyncio, "sleep", no_polling)
+        asyncio.get_running_loop().call_soon(gated.gate.set)
+        await batcher.aclose(drain=True)
+        monkeypatch.undo()
+        return await asyncio.gather(*futures)
+
+    answers = asyncio.run(main())
+    assert [float(a["y"][0, 0]) for a in answers] == [0.0, 1.0]
+
+
+def test_close_from_synchronous_code_fails_the_queue_at_once():
+    gated = GatedForward()
+
+    async def main():
+        batcher = DynamicBatcher(gated, max_batch_size=1, max_queue_delay_ms=0)
+        futures = [asyncio.ensure_future(batcher.submit(np.zeros((1, 1)))) for _ in range(2)]
+        await asyncio.sleep(0.02)
+        batcher.close()
+        gated.gate.set()
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        await batcher.aclose()  # closing twice is harmless
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(outcome, ModelUnavailable) for outcome in outcomes)
+
+
 def test_closing_fails_every_running_batch_and_the_queue():
     gate = threading.Event()
     started = []
@@ -456,94 +501,6 @@ def test_closing_fails_every_running_batch_and_the_queue():
     assert all(isinstance(outcome, ModelUnavailable) for outcome in outcomes)
 
 
-class FakeModel:
-    def __init__(self, name):
-        self.name = name
-        self.released = False
-
-    def release(self):
-        self.released = True
-
-
-def test_cache_evicts_the_least_recently_used_and_releases_it():
-    cache = ModelCache(capacity=2)
-    loads = []
-
-    def loader(name):
-        def load():
-            loads.append(name)
-            return FakeModel(name)
-
-        return load
-
-    a = cache.get_or_load("a", loader("a"))
-    b = cache.get_or_load("b", loader("b"))
-    assert cache.get_or_load("a", loader("a")) is a
-    c = cache.get_or_load("c", loader("c"))
-    assert loads == ["a", "b", "c"]
-    assert b.released and not a.released and not c.released
-    assert cache.ids() == ["a", "c"] and "b" not in cache and len(cache) == 2
-    assert cache.evict("a") and a.released and not cache.evict("a")
-    cache.clear()
-    assert c.released and len(cache) == 0
-
-
-def test_cache_get_never_loads_and_a_hit_is_most_recently_used():
-    cache = ModelCache(capacity=2)
-    assert cache.get("a") is None and "a" not in cache
-    a = cache.get_or_load("a", lambda: FakeModel("a"))
-    cache.get_or_load("b", lambda: FakeModel("b"))
-    assert cache.get("a") is a
-    assert cache.ids() == ["b", "a"]
-
-
-def test_cache_get_can_hold_the_model_until_checkin(spiral):
-    result, metadata = spiral
-    model = LoadedModel.from_tensors(metadata, result.tensors)
-    cache = ModelCache(capacity=1)
-    cache.get_or_load("m", lambda: model)
-    held = cache.get("m", hold=True)
-    assert held is model
-    cache.evict("m")
-    assert model.predict([[0.0, 0.0]])["classes"].shape == (1,)  # still held: not freed
-    model.checkin()
-    with pytest.raises(ModelUnavailable):
-        model.predict([[0.0, 0.0]])
-
-
-def test_cache_loads_once_under_concurrent_misses():
-    cache = ModelCache(capacity=4)
-    calls = []
-
-    def load():
-        calls.append(1)
-        time.sleep(0.05)
-        return FakeModel("m")
-
-    results = []
-    threads = [
-        threading.Thread(target=lambda: results.append(cache.get_or_load("m", load)))
-        for _ in range(8)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(calls) == 1 and len({id(model) for model in results}) == 1
-
-
-def test_a_failed_load_is_not_cached():
-    cache = ModelCache(capacity=1)
-
-    def broken():
-        raise ModelUnavailable("checksum")
-
-    with pytest.raises(ModelUnavailable):
-        cache.get_or_load("m", broken)
-    assert "m" not in cache
-    assert cache.get_or_load("m", lambda: FakeModel("m")).name == "m"
-
-
 def test_release_empties_the_cuda_cache_for_cuda_models(spiral, monkeypatch):
     result, metadata = spiral
     model = LoadedModel.from_tensors(metadata, result.tensors)
@@ -553,7 +510,5 @@ def test_release_empties_the_cuda_cache_for_cuda_models(spiral, monkeypatch):
     assert emptied == []
     model = LoadedModel.from_tensors(metadata, result.tensors)
     model.device = "cuda"  # as if loaded there; release must hand the memory back
-    cache = ModelCache(capacity=1)
-    cache.get_or_load("x", lambda: model)
-    cache.get_or_load("y", lambda: FakeModel("y"))
+    model.release()
     assert emptied == [True]
