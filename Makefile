@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m service
+	$(BIN)/python -m service serve
 
 # The API suite a second time, against the Ray backend on a local Ray cluster.
 RAY_API_TESTS := tests/service/test_images.py tests/service/test_image_errors.py \
@@ -37,7 +37,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 openapi: $(STAMP)
-	$(BIN)/python -m service.openapi > openapi.json
+	$(BIN)/python -m service openapi > openapi.json
 
 bench: $(STAMP)
 	$(BIN)/python bench/images.py

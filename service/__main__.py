@@ -1,26 +1,11 @@
-"""`python -m service`: run the API with uvicorn on the configured host and port."""
+"""`python -m service`: the `tensorlens` command line (service/cli.py); with no command it
+serves the API on the configured host and port."""
 
 from __future__ import annotations
 
-import uvicorn
+import sys
 
-from service.settings import get_settings
-
-
-def main() -> None:
-    settings = get_settings()
-    uvicorn.run(
-        "service.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        # The service writes its own structured line per request (service/observability.py).
-        access_log=False,
-        # Open streams (Server-Sent Events) must not hold a shutdown forever.
-        timeout_graceful_shutdown=5,
-    )
-
+from service.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

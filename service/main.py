@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service.errors import install_error_handlers
 from service.observability import Metrics, RequestContextMiddleware
-from service.routes import health, images, models, operation_id, samples, trainings, v2
+from service.routes import docs, health, images, models, operation_id, samples, trainings, v2
 from service.routes._lean import add_lean_routes
 from service.settings import Settings, get_settings
 from workers.backend import build as build_backend
@@ -65,6 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Image operations and small-model training and inference over HTTP.",
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        # Served from bundled assets by service/routes/docs.py, so they work offline.
+        docs_url=None,
+        redoc_url=None,
         telemetry=None
         if settings.opentelemetry
         else {"tracing": False, "metrics": False, "logs": False},
@@ -82,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         samples.router,
         trainings.router,
         health.router,
+        docs.router,
     )
     for router in routers:
         app.include_router(router)
