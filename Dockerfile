@@ -36,6 +36,7 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY workers ./workers
+COPY tensorlens ./tensorlens
 RUN pip install --no-cache-dir -c constraints.txt '.[ray]'
 
 USER tensorlens

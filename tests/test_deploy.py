@@ -2,6 +2,7 @@
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -43,6 +44,18 @@ def test_dockerfile_copies_only_what_exists_and_runs_the_service_unprivileged() 
     assert "torch==2.13.0" in install and "-c constraints.txt '.[ray]'" in install
     env = " ".join(v for k, v in instructions if k == "ENV")
     assert "TENSORLENS_DATA_DIR=/data" in env and "TENSORLENS_HOST=0.0.0.0" in env
+
+
+def test_dockerfile_copies_every_package_the_project_ships() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in patterns}
+    copied = {
+        shlex.split(value)[0]
+        for kind, value in dockerfile_instructions()
+        if kind == "COPY" and not value.startswith("--")
+    }
+    assert packages <= copied, f"packages the image would miss: {packages - copied}"
 
 
 def load_compose() -> dict:

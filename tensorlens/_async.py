@@ -1,0 +1,1070 @@
+"""The async client: one method per route of the tensorlens API.
+
+This file is the source of ``_sync.py``, which ``python -m tensorlens._unasync``
+generates from it (a test checks the two agree): edit here, then regenerate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar, overload
+
+import httpx
+from httpx_sse import ServerSentEvent, aconnect_sse
+
+from tensorlens import _asgi, _core
+from tensorlens._core import Accept, ImageInput, PlotKind
+from tensorlens.errors import StreamDropped, error_for
+from tensorlens.types import (
+    Health,
+    ImageResult,
+    InferRequest,
+    InferResponse,
+    JobStatus,
+    Model,
+    ModelMetadata,
+    ModelReady,
+    ModelsPage,
+    OpInfo,
+    Prediction,
+    Progress,
+    Readiness,
+    SampleInfo,
+    ServerLive,
+    ServerReady,
+    Training,
+    TrainingConfig,
+    TrainingsPage,
+)
+
+__all__ = ["AsyncClient"]
+
+T = TypeVar("T")
+
+
+class AsyncClient(_core.BaseClient):
+    """A client of one tensorlens service, over a live URL or in process.
+
+    ``retries`` (0 by default: opt in) resends a request answered 429, or 503 with
+    ``Retry-After``, after the time the server asks for, at most that many times and
+    only while it asks for no more than ``max_retry_wait_s``. ``max_reconnects``
+    bounds how often in a row :meth:`training_events` reconnects to a dropped stream.
+    ``transport`` is any httpx transport; :meth:`from_app` builds the in-process one.
+    """
+
+    def __init__(
+        self,
+        base_url: str | httpx.URL = _core.DEFAULT_BASE_URL,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float | httpx.Timeout = _core.DEFAULT_TIMEOUT_S,
+        headers: Mapping[str, str] | None = None,
+        retries: int = 0,
+        max_retry_wait_s: float = 60.0,
+        max_reconnects: int = 5,
+    ) -> None:
+        super().__init__(
+            retries=retries, max_retry_wait_s=max_retry_wait_s, max_reconnects=max_reconnects
+        )
+        self._http = httpx.AsyncClient(
+            base_url=base_url, transport=transport, timeout=timeout, headers=headers
+        )
+
+    # region from_app
+    @classmethod
+    @asynccontextmanager
+    async def from_app(
+        cls,
+        app: _asgi.ASGIApp,
+        *,
+        timeout: float | httpx.Timeout = _core.DEFAULT_TIMEOUT_S,
+        headers: Mapping[str, str] | None = None,
+        retries: int = 0,
+        max_retry_wait_s: float = 60.0,
+        max_reconnects: int = 5,
+    ) -> AsyncIterator[Self]:
+        """A client of ``app`` (e.g. ``create_app(settings)``) in this process: the app's
+        lifespan runs for as long as the ``async with`` block."""
+        async with (
+            _asgi.lifespan(app),
+            cls(
+                _asgi.IN_PROCESS_BASE_URL,
+                transport=httpx.ASGITransport(app=app),
+                timeout=timeout,
+                headers=headers,
+                retries=retries,
+                max_retry_wait_s=max_retry_wait_s,
+                max_reconnects=max_reconnects,
+            ) as client,
+        ):
+            yield client
+
+    # endregion
+
+    @property
+    def base_url(self) -> httpx.URL:
+        return self._http.base_url
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _request(self, call: _core.Call[T]) -> T:
+        attempt = 0
+        while True:
+            response = await self._http.send(self._build(self._http, call))
+            delay = self._retry_delay(response, attempt)
+            if delay is None:
+                return self._outcome(call, response)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    # Health ------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        """``GET /healthz``: the process answers."""
+        return await self._request(_core.health())
+
+    async def readiness(self) -> Readiness:
+        """``GET /readyz``: every worker is up (:class:`PoolUnavailable` otherwise)."""
+        return await self._request(_core.readiness())
+
+    async def metrics(self) -> str:
+        """``GET /metrics``: the Prometheus exposition text."""
+        return await self._request(_core.metrics())
+
+    # Samples -----------------------------------------------------------------
+
+    async def list_samples(self) -> list[SampleInfo]:
+        return await self._request(_core.list_samples())
+
+    async def get_sample(self, name: str) -> bytes:
+        """The sample image as PNG bytes."""
+        return await self._request(_core.sample_png(name))
+
+    # Images ------------------------------------------------------------------
+    #
+    # Every op takes the image as bytes, a path or a binary file (``image``), or a
+    # bundled sample's name (``sample=``). ``accept="png"`` answers with the resulting
+    # PNG's bytes; the default, JSON, with an :class:`ImageResult` (its ``png`` unless
+    # ``include_image=False``).
+
+    async def list_ops(self) -> list[OpInfo]:
+        """Every op with the JSON schema of its parameters."""
+        return await self._request(_core.list_ops())
+
+    @overload
+    async def pipeline(
+        self,
+        steps: Sequence[Mapping[str, Any]],
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def pipeline(
+        self,
+        steps: Sequence[Mapping[str, Any]],
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def pipeline(
+        self,
+        steps: Sequence[Mapping[str, Any]],
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Apply ``steps`` in order, each ``{"op": name, **parameters}``."""
+        return await self._request(_core.pipeline(steps, image, sample, accept, include_image))
+
+    async def histogram_plot(
+        self, image: ImageInput = None, *, sample: str | None = None, bins: int = 256
+    ) -> bytes:
+        """The image's histogram as a PNG figure."""
+        return await self._request(_core.histogram_plot(image, sample, bins))
+
+    async def contrast_report(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        low: float = 2,
+        high: float = 98,
+        clip_limit: float = 0.03,
+        bins: int = 256,
+    ) -> bytes:
+        """The notes' 2 x 4 figure (original, stretching, equalization, CLAHE) as PNG."""
+        call = _core.contrast_report(image, sample, low, high, clip_limit, bins)
+        return await self._request(call)
+
+    # One method per op (GET /v1/images/ops; a test keeps them equal) ---------
+
+    @overload
+    async def rgb2gray(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def rgb2gray(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def rgb2gray(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Convert RGB(A) to grayscale floats in [0, 1]."""
+        params: dict[str, Any] = {}
+        return await self._request(
+            _core.image_op("rgb2gray", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def channel(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        index: int = 0,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def channel(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        index: int = 0,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def channel(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        index: int = 0,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Keep one channel of a color image."""
+        params: dict[str, Any] = {"index": index}
+        return await self._request(
+            _core.image_op("channel", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def rgb2bgr(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def rgb2bgr(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def rgb2bgr(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Reverse the color channels (RGB to BGR); alpha stays last."""
+        params: dict[str, Any] = {}
+        return await self._request(
+            _core.image_op("rgb2bgr", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def pixel(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        row: int,
+        col: int,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def pixel(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        row: int,
+        col: int,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def pixel(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        row: int,
+        col: int,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Read one pixel's value; the image passes through."""
+        params: dict[str, Any] = {"row": row, "col": col}
+        return await self._request(
+            _core.image_op("pixel", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def fill(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        row_start: int | None = None,
+        row_stop: int | None = None,
+        col_start: int | None = None,
+        col_stop: int | None = None,
+        value: float | Sequence[float] = 0,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def fill(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        row_start: int | None = None,
+        row_stop: int | None = None,
+        col_start: int | None = None,
+        col_stop: int | None = None,
+        value: float | Sequence[float] = 0,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def fill(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        row_start: int | None = None,
+        row_stop: int | None = None,
+        col_start: int | None = None,
+        col_stop: int | None = None,
+        value: float | Sequence[float] = 0,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Set a rectangle of pixels to a value."""
+        params: dict[str, Any] = {
+            "row_start": row_start,
+            "row_stop": row_stop,
+            "col_start": col_start,
+            "col_stop": col_stop,
+            "value": value,
+        }
+        return await self._request(
+            _core.image_op("fill", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def set_where(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        comparison: Literal["lt", "le", "gt", "ge", "eq", "ne"] = "lt",
+        threshold: float = 80,
+        value: float | Sequence[float] = 255,
+        channel: int | None = None,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def set_where(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        comparison: Literal["lt", "le", "gt", "ge", "eq", "ne"] = "lt",
+        threshold: float = 80,
+        value: float | Sequence[float] = 255,
+        channel: int | None = None,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def set_where(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        comparison: Literal["lt", "le", "gt", "ge", "eq", "ne"] = "lt",
+        threshold: float = 80,
+        value: float | Sequence[float] = 255,
+        channel: int | None = None,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Set the pixels that pass a comparison to a value (camera[camera < 80] = 255)."""
+        params: dict[str, Any] = {
+            "comparison": comparison,
+            "threshold": threshold,
+            "value": value,
+            "channel": channel,
+        }
+        return await self._request(
+            _core.image_op("set_where", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def recolor(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        channel: int = 0,
+        threshold: float = 160,
+        color: Sequence[float] = (255, 0, 0),
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def recolor(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        channel: int = 0,
+        threshold: float = 160,
+        color: Sequence[float] = (255, 0, 0),
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def recolor(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        channel: int = 0,
+        threshold: float = 160,
+        color: Sequence[float] = (255, 0, 0),
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Paint pixels whose channel exceeds a threshold with a color (the red cat)."""
+        params: dict[str, Any] = {"channel": channel, "threshold": threshold, "color": color}
+        return await self._request(
+            _core.image_op("recolor", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def img_as_float(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def img_as_float(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def img_as_float(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Convert to 64-bit float (0..1, or -1..1 for signed input): skimage.util.img_as_float."""
+        params: dict[str, Any] = {}
+        return await self._request(
+            _core.image_op("img_as_float", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def img_as_ubyte(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def img_as_ubyte(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def img_as_ubyte(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Convert to 8-bit unsigned integers (0..255) with skimage.util.img_as_ubyte."""
+        params: dict[str, Any] = {}
+        return await self._request(
+            _core.image_op("img_as_ubyte", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def img_as_uint(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def img_as_uint(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def img_as_uint(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Convert to 16-bit unsigned integers (0..65535) with skimage.util.img_as_uint."""
+        params: dict[str, Any] = {}
+        return await self._request(
+            _core.image_op("img_as_uint", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def img_as_int(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def img_as_int(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def img_as_int(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Convert to 16-bit signed integers (-32768..32767) with skimage.util.img_as_int."""
+        params: dict[str, Any] = {}
+        return await self._request(
+            _core.image_op("img_as_int", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def histogram(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        bins: int = 256,
+        source_range: Literal["image", "dtype"] = "image",
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def histogram(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        bins: int = 256,
+        source_range: Literal["image", "dtype"] = "image",
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def histogram(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        bins: int = 256,
+        source_range: Literal["image", "dtype"] = "image",
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Count pixels per intensity bin (skimage.exposure.histogram); the image passes through."""
+        params: dict[str, Any] = {"bins": bins, "source_range": source_range}
+        return await self._request(
+            _core.image_op("histogram", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def cumulative_distribution(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        bins: int = 256,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def cumulative_distribution(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        bins: int = 256,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def cumulative_distribution(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        bins: int = 256,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Cumulative distribution of intensities; the image passes through."""
+        params: dict[str, Any] = {"bins": bins}
+        return await self._request(
+            _core.image_op("cumulative_distribution", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def threshold(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        method: Literal["value", "otsu"] = "otsu",
+        value: float | None = None,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def threshold(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        method: Literal["value", "otsu"] = "otsu",
+        value: float | None = None,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def threshold(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        method: Literal["value", "otsu"] = "otsu",
+        value: float | None = None,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Binary mask of pixels above a fixed or Otsu threshold."""
+        params: dict[str, Any] = {"method": method, "value": value}
+        return await self._request(
+            _core.image_op("threshold", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def canny(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        sigma: float = 1.0,
+        low_threshold: float | None = None,
+        high_threshold: float | None = None,
+        use_quantiles: bool = False,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def canny(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        sigma: float = 1.0,
+        low_threshold: float | None = None,
+        high_threshold: float | None = None,
+        use_quantiles: bool = False,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def canny(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        sigma: float = 1.0,
+        low_threshold: float | None = None,
+        high_threshold: float | None = None,
+        use_quantiles: bool = False,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Canny edge detection on a single-channel image."""
+        params: dict[str, Any] = {
+            "sigma": sigma,
+            "low_threshold": low_threshold,
+            "high_threshold": high_threshold,
+            "use_quantiles": use_quantiles,
+        }
+        return await self._request(
+            _core.image_op("canny", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def fill_holes(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def fill_holes(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def fill_holes(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Fill the holes of a binary image (non-zero is foreground)."""
+        params: dict[str, Any] = {}
+        return await self._request(
+            _core.image_op("fill_holes", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def rescale_intensity(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        low: float = 2,
+        high: float = 98,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def rescale_intensity(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        low: float = 2,
+        high: float = 98,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def rescale_intensity(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        low: float = 2,
+        high: float = 98,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Contrast stretching: map the low..high percentiles to the full range."""
+        params: dict[str, Any] = {"low": low, "high": high}
+        return await self._request(
+            _core.image_op("rescale_intensity", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def equalize_hist(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        nbins: int = 256,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def equalize_hist(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        nbins: int = 256,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def equalize_hist(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        nbins: int = 256,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Global histogram equalization."""
+        params: dict[str, Any] = {"nbins": nbins}
+        return await self._request(
+            _core.image_op("equalize_hist", image, sample, params, accept, include_image)
+        )
+
+    @overload
+    async def equalize_adapthist(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        clip_limit: float = 0.01,
+        kernel_size: int | Sequence[int] | None = None,
+        nbins: int = 256,
+        include_image: bool = True,
+        accept: Literal["json"] = "json",
+    ) -> ImageResult: ...
+    @overload
+    async def equalize_adapthist(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        clip_limit: float = 0.01,
+        kernel_size: int | Sequence[int] | None = None,
+        nbins: int = 256,
+        include_image: bool = True,
+        accept: Literal["png"],
+    ) -> bytes: ...
+    async def equalize_adapthist(
+        self,
+        image: ImageInput = None,
+        *,
+        sample: str | None = None,
+        clip_limit: float = 0.01,
+        kernel_size: int | Sequence[int] | None = None,
+        nbins: int = 256,
+        include_image: bool = True,
+        accept: Accept = "json",
+    ) -> ImageResult | bytes:
+        """Contrast-limited adaptive histogram equalization (CLAHE)."""
+        params: dict[str, Any] = {
+            "clip_limit": clip_limit,
+            "kernel_size": kernel_size,
+            "nbins": nbins,
+        }
+        return await self._request(
+            _core.image_op("equalize_adapthist", image, sample, params, accept, include_image)
+        )
+
+    # Trainings ---------------------------------------------------------------
+
+    async def create_training(self, config: TrainingConfig | Mapping[str, Any]) -> Training:
+        """Queue a training (a :class:`SpiralConfig`, :class:`RegressionConfig` or a dict)."""
+        return await self._request(_core.create_training(config))
+
+    async def list_trainings(
+        self, *, limit: int = 50, offset: int = 0, status: JobStatus | None = None
+    ) -> TrainingsPage:
+        """One page of jobs, newest first."""
+        return await self._request(_core.list_trainings(limit, offset, status))
+
+    async def iter_trainings(
+        self, *, status: JobStatus | None = None, page_size: int = 100
+    ) -> AsyncIterator[Training]:
+        """Every job, newest first, a page at a time."""
+        offset = 0
+        while True:
+            page = await self.list_trainings(limit=page_size, offset=offset, status=status)
+            for job in page.items:
+                yield job
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                return
+
+    async def get_training(self, job_id: str) -> Training:
+        return await self._request(_core.get_training(job_id))
+
+    async def cancel_training(self, job_id: str) -> Training:
+        """Cancel a queued or running job (:class:`Conflict` if it has finished)."""
+        return await self._request(_core.cancel_training(job_id))
+
+    async def training_events(
+        self, job_id: str, *, after: int = 0
+    ) -> AsyncIterator[Progress | Training]:
+        """The job's progress reports as they happen, then the finished :class:`Training`.
+
+        Reports after ``after`` only. A stream that drops is reopened with
+        ``Last-Event-ID``, so no report is lost or repeated; :class:`StreamDropped`
+        after ``max_reconnects`` drops in a row.
+        """
+        last_seq = after
+        drops = 0
+        retry: ServerSentEvent | None = None
+        timeout = _core.stream_timeout(self._http.timeout)
+        while True:
+            try:
+                async with aconnect_sse(
+                    self._http,
+                    "GET",
+                    _core.events_url(job_id),
+                    headers=_core.events_headers(last_seq),
+                    timeout=timeout,
+                ) as source:
+                    if source.response.status_code != 200:
+                        await source.response.aread()
+                        raise error_for(source.response)
+                    async for event in source.aiter_sse():
+                        retry = event if event.retry is not None else retry
+                        item = _core.parse_event(event)
+                        if item is None:
+                            continue
+                        drops = 0
+                        yield item
+                        if isinstance(item, Training):
+                            return
+                        last_seq = item.seq
+            except httpx.TransportError:
+                pass  # dropped: reconnect below, as a browser's EventSource would
+            drops += 1
+            if drops > self.max_reconnects:
+                raise StreamDropped(
+                    f"the event stream of {job_id} dropped {drops} times in a row "
+                    f"(last report: {last_seq})"
+                )
+            await asyncio.sleep(_core.reconnect_delay_s(retry))
+
+    # Models ------------------------------------------------------------------
+
+    async def list_models(self, *, limit: int = 50, offset: int = 0) -> ModelsPage:
+        """One page of models, newest first."""
+        return await self._request(_core.list_models(limit, offset))
+
+    async def iter_models(self, *, page_size: int = 100) -> AsyncIterator[Model]:
+        """Every model, newest first, a page at a time."""
+        offset = 0
+        while True:
+            page = await self.list_models(limit=page_size, offset=offset)
+            for model in page.items:
+                yield model
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                return
+
+    async def get_model(self, model_id: str) -> Model:
+        return await self._request(_core.get_model(model_id))
+
+    async def delete_model(self, model_id: str) -> None:
+        await self._request(_core.delete_model(model_id))
+
+    async def model_plot(self, model_id: str, kind: PlotKind) -> bytes:
+        """A PNG: ``dataset``, ``decision-boundary``, ``curves`` or ``fit`` (regression)."""
+        return await self._request(_core.model_plot(model_id, kind))
+
+    async def predict(
+        self, model_id: str, inputs: Sequence[Sequence[float]] | Sequence[float]
+    ) -> Prediction:
+        """Classes and probabilities (spiral), or mean and ensemble std (regression)."""
+        return await self._request(_core.predict(model_id, inputs))
+
+    # Open Inference Protocol v2 ----------------------------------------------
+
+    async def server_live(self) -> ServerLive:
+        return await self._request(_core.server_live())
+
+    async def server_ready(self) -> ServerReady:
+        """``ready`` is False (not an error) while the server cannot infer."""
+        return await self._request(_core.server_ready())
+
+    async def model_metadata(self, model_id: str) -> ModelMetadata:
+        return await self._request(_core.model_metadata(model_id))
+
+    async def model_ready(self, model_id: str) -> ModelReady:
+        return await self._request(_core.model_ready(model_id))
+
+    async def infer(
+        self, model_id: str, request: InferRequest | Mapping[str, Any]
+    ) -> InferResponse:
+        """Inference with the protocol's tensor JSON."""
+        return await self._request(_core.infer(model_id, request))
