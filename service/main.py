@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service.errors import install_error_handlers
 from service.observability import Metrics, RequestContextMiddleware
-from service.routes import docs, health, images, models, operation_id, samples, trainings, v2
+from service.routes import docs, health, images, models, operation_id, samples, trainings, ui, v2
 from service.routes._lean import add_lean_routes
 from service.settings import Settings, get_settings
 from workers.backend import build as build_backend
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         trainings.router,
         health.router,
         docs.router,
+        ui.router,
     )
     for router in routers:
         app.include_router(router)
