@@ -71,7 +71,9 @@ class OfflinePage:
         return path
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is open, its event loop is the
+# running loop of the main thread, and every async test after it would fail to start one.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.skip(SKIP_REASON)
