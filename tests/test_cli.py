@@ -6,19 +6,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests._support import free_port, stop
+from tests._support import free_port, stop, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = [sys.executable, "-m", "service"]
 #: Where the project's install puts the console script: beside this Python.
 SCRIPT = Path(sys.executable).parent / "tensorlens"
-STARTUP_TIMEOUT_S = 60.0
 #: A parser error comes back at once; a started server would still be running.
 PARSE_TIMEOUT_S = 30.0
 
@@ -129,15 +127,8 @@ def test_serve_listens_on_the_port_given_and_stops_on_sigterm(tmp_path: Path) ->
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        health = None
-        while health is None and time.monotonic() < deadline:
-            assert process.poll() is None, log_path.read_text(errors="replace")
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert health is not None, log_path.read_text(errors="replace")
+        wait_until_ready(f"http://127.0.0.1:{port}", process, log_path)
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
         assert health.status_code == 200 and health.json() == {"status": "ok"}
         assert not listening(settings_port)
     finally:

@@ -9,10 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -22,7 +19,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import ConsoleMessage, expect
 
-from tests._support import REPO_ROOT, free_port, stop, wait_until_ready
+from tests._support import live_service
 
 if TYPE_CHECKING:  # imported by pytest below, not here, so that its asserts are rewritten
     from tests.browser import OfflinePage
@@ -37,34 +34,15 @@ WAIT_MS = 90_000
 
 @pytest.fixture(scope="module")
 def ui_server(browser: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m service serve` on a loopback port (started only when Chromium is there)."""
-    tmp = tmp_path_factory.mktemp("ui-server")
-    port = free_port()
-    env = {
-        **os.environ,
-        "TENSORLENS_DATA_DIR": str(tmp / "data"),
+    """`python -m service` on a loopback port (started only when Chromium is there)."""
+    settings = {
         "TENSORLENS_IMAGE_WORKERS": "2",
         "TENSORLENS_TRAINING_CPU_THREADS": "1",
         # One training waiting is a full queue: the keyboard test meets a 429.
         "TENSORLENS_MAX_QUEUED_TRAININGS": "1",
-        "PYTHONUNBUFFERED": "1",
     }
-    log_path = tmp / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base_url, process, log_path)
-        yield base_url
-    finally:
-        stop(process)
+    with live_service(tmp_path_factory.mktemp("ui-server"), settings) as live:
+        yield live.base_url
 
 
 @pytest.fixture
