@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from workers.serving import LoadedModel, Prediction
-    from workers.training.checkpoints import ModelStore
+    from workers.training.checkpoints import ModelRef, ModelStore
     from workers.training.lanes import Outcome
 
 T = TypeVar("T")
@@ -188,11 +188,17 @@ class ModelServing(Protocol):
     @property
     def store(self) -> ModelStore: ...
 
-    async def model(self, model_id: str) -> LoadedModel: ...
+    def resolve(
+        self, name: str, version: int | None = None, alias: str | None = None
+    ) -> ModelRef: ...
 
-    async def predict(self, model_id: str, inputs: Any) -> tuple[LoadedModel, Prediction]: ...
+    async def model(self, target: ModelRef | str) -> LoadedModel: ...
 
-    async def unload(self, model_id: str) -> None: ...
+    async def predict(
+        self, target: ModelRef | str, inputs: Any
+    ) -> tuple[LoadedModel, Prediction]: ...
+
+    async def unload(self, target: ModelRef | str) -> None: ...
 
     async def close(self) -> None: ...
 

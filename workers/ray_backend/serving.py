@@ -1,4 +1,4 @@
-"""Predictions from Ray actors: one actor per loaded model, batching where the weights are.
+"""Predictions from Ray actors: one actor per loaded model version, batching where the weights are.
 
 The Ray backend's part of model serving is a :class:`~workers.serving.ModelFactory`:
 :class:`ActorFactory` loads a model by starting a :class:`ModelActor` with its weights,
@@ -22,7 +22,7 @@ from workers.errors import WorkerDied, WorkTimeout
 from workers.ray_backend._errors import map_ray_errors
 from workers.ray_backend.runtime import ray_device
 from workers.serving import BatchingPolicy, DynamicBatcher, LoadedModel, ModelServer, Prediction
-from workers.training.checkpoints import ModelStore
+from workers.training.checkpoints import ModelRef, ModelStore
 
 __all__ = ["ActorEngine", "ActorFactory", "ModelActor", "RayModelServer", "actor_for"]
 
@@ -130,9 +130,9 @@ class ActorFactory:
         self._actor_class = ray.remote(ModelActor)
 
     def load(
-        self, store: ModelStore, model_id: str, batching: BatchingPolicy, lost: Callable[[], None]
+        self, store: ModelStore, ref: ModelRef, batching: BatchingPolicy, lost: Callable[[], None]
     ) -> tuple[LoadedModel, ActorEngine]:
-        model = LoadedModel.from_store(store, model_id, "cpu")
+        model = LoadedModel.from_store(store, ref, "cpu")
         with map_ray_errors("the model actor's start"):
             actor = self._actor_class.options(
                 num_cpus=self.actor_cpus, num_gpus=self.actor_gpus, max_restarts=0
@@ -173,8 +173,9 @@ def RayModelServer(
     )
 
 
-def actor_for(server: ModelServer, model_id: str) -> Any:
-    """The actor serving ``model_id``, or None when the model is not loaded on the cluster."""
-    served = server.served(model_id)
+def actor_for(server: ModelServer, target: ModelRef | str) -> Any:
+    """The actor serving ``target`` (a version, or a name's served version), or None when
+    it is not loaded on the cluster."""
+    served = server.served(target)
     engine = None if served is None else served.engine
     return engine.actor if isinstance(engine, ActorEngine) else None

@@ -14,7 +14,7 @@ from torch import nn
 
 from workers.errors import InvalidParameter, ModelUnavailable, TensorlensError
 from workers.serving.batching import Prediction
-from workers.training.checkpoints import ModelStore
+from workers.training.checkpoints import ModelRef, ModelStore
 from workers.training.configs import RegressionConfig, SpiralConfig, validate_training
 from workers.training.models import Ensemble, build_model, io_features
 
@@ -67,10 +67,16 @@ class LoadedModel:
         return cls(module, config, metadata, device)
 
     @classmethod
-    def from_store(cls, store: ModelStore, model_id: str, device: str = "cpu") -> LoadedModel:
-        """Load a stored model after its checksum passes (see :meth:`ModelStore.load_tensors`)."""
-        tensors = store.load_tensors(model_id)
-        return cls.from_tensors(store.get(model_id).metadata, tensors, device)
+    def from_store(
+        cls, store: ModelStore, target: ModelRef | str, device: str = "cpu"
+    ) -> LoadedModel:
+        """Load a stored version after its checksum passes (see :meth:`ModelStore.load_tensors`).
+
+        A bare name loads the version the store's policy serves (:meth:`ModelStore.resolve`).
+        """
+        ref = target if isinstance(target, ModelRef) else store.resolve(target)
+        tensors = store.load_tensors(ref)
+        return cls.from_tensors(store.get(ref).metadata, tensors, device)
 
     @property
     def module(self) -> nn.Module:

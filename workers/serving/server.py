@@ -1,4 +1,10 @@
-"""Predictions from stored models: one :class:`ServedModel` per model, in an LRU cache.
+"""Predictions from stored models: one :class:`ServedModel` per model version, in an LRU cache.
+
+The cache is keyed by :class:`~workers.training.checkpoints.ModelRef` (name and
+version): a request names a model and, optionally, a version or an alias, and
+:meth:`ModelServer.resolve` (the store's resolution: the ``default`` alias, else the
+latest version) turns that into the ref it is served from. Moving an alias changes what
+resolves, never what is cached, so a version already loaded is not loaded again.
 
 A served model is the cache's only value: the model as loaded here (metadata, input
 validation, and the local backend's forward pass), the :class:`Engine` that runs its
@@ -33,10 +39,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from workers.errors import InvalidParameter, ModelUnavailable
+from workers.errors import InvalidParameter, ModelUnavailable, NotFound
 from workers.serving.batching import DynamicBatcher, Prediction
 from workers.serving.loaded import LoadedModel
-from workers.training.checkpoints import ModelStore
+from workers.training.checkpoints import ModelRef, ModelStore
 
 __all__ = [
     "BatchingPolicy",
@@ -77,7 +83,7 @@ class ModelFactory(Protocol):
     """How a backend loads a model: the one thing it supplies to :class:`ModelServer`."""
 
     def load(
-        self, store: ModelStore, model_id: str, batching: BatchingPolicy, lost: Callable[[], None]
+        self, store: ModelStore, ref: ModelRef, batching: BatchingPolicy, lost: Callable[[], None]
     ) -> tuple[LoadedModel, Engine]:
         """The model as loaded here, and its engine. Blocking: called in a thread.
 
@@ -88,7 +94,7 @@ class ModelFactory(Protocol):
         Raises
         ------
         NotFound
-            No such model in ``store``.
+            No such model version in ``store``.
         ModelUnavailable
             Its files are damaged, or the engine cannot start.
         """
@@ -136,10 +142,10 @@ class LocalFactory:
         self.batch_instances = batch_instances
 
     def load(
-        self, store: ModelStore, model_id: str, batching: BatchingPolicy, lost: Callable[[], None]
+        self, store: ModelStore, ref: ModelRef, batching: BatchingPolicy, lost: Callable[[], None]
     ) -> tuple[LoadedModel, Engine]:
         # from_store verifies the checksum (ModelUnavailable when the files are damaged).
-        model = LoadedModel.from_store(store, model_id, self.device)
+        model = LoadedModel.from_store(store, ref, self.device)
         return model, LocalEngine(self.batch_instances)
 
 
@@ -163,14 +169,14 @@ _MOVES: dict[Served, frozenset[Served]] = {
 
 
 class ServedModel:
-    """One model as served: its loaded copy, engine, batcher, requests and state.
+    """One model version as served: its loaded copy, engine, batcher, requests and state.
 
     Requests hold it from lookup to answer (:meth:`checkout`, :meth:`checkin`), so a
     model evicted or unloaded meanwhile is released only once its last request ends.
     """
 
-    def __init__(self, model_id: str, cache: ModelCache) -> None:
-        self.model_id = model_id
+    def __init__(self, ref: ModelRef, cache: ModelCache) -> None:
+        self.ref = ref
         self.state = Served.LOADING
         # Set by load, before it serves:
         self.model: LoadedModel | None = None
@@ -190,7 +196,7 @@ class ServedModel:
         """
         try:
             model, engine = await asyncio.to_thread(
-                factory.load, store, self.model_id, batching, self.lost
+                factory.load, store, self.ref, batching, self.lost
             )
         except BaseException:
             self._move(Served.UNLOADED)
@@ -295,7 +301,7 @@ class ServedModel:
 
 
 class ModelCache:
-    """Served models by id, least recently used first.
+    """Served model versions by ref, least recently used first.
 
     At most ``capacity`` of them are serving; evicted ones stay until their requests
     finish (so a request for one revives it rather than loading a copy), and a loading
@@ -306,47 +312,47 @@ class ModelCache:
         if capacity < 1:
             raise InvalidParameter("capacity", "must be >= 1")
         self.capacity = capacity
-        self._models: OrderedDict[str, ServedModel] = OrderedDict()
+        self._models: OrderedDict[ModelRef, ServedModel] = OrderedDict()
 
-    def get(self, model_id: str) -> ServedModel | None:
-        """The model's entry in any state (now the most recently used), or None."""
-        served = self._models.get(model_id)
+    def get(self, ref: ModelRef) -> ServedModel | None:
+        """The version's entry in any state (now the most recently used), or None."""
+        served = self._models.get(ref)
         if served is not None:
-            self._models.move_to_end(model_id)
+            self._models.move_to_end(ref)
         return served
 
-    def peek(self, model_id: str) -> ServedModel | None:
-        """The model's entry in any state, leaving the order alone."""
-        return self._models.get(model_id)
+    def peek(self, ref: ModelRef) -> ServedModel | None:
+        """The version's entry in any state, leaving the order alone."""
+        return self._models.get(ref)
 
     def add(self, served: ServedModel) -> None:
-        self._models[served.model_id] = served
+        self._models[served.ref] = served
 
     def admit(self, served: ServedModel) -> list[ServedModel]:
         """``served`` is serving again: the serving models now beyond capacity, LRU first."""
-        self._models[served.model_id] = served
-        self._models.move_to_end(served.model_id)
+        self._models[served.ref] = served
+        self._models.move_to_end(served.ref)
         serving = [m for m in self._models.values() if m.state is Served.SERVING]
         return serving[: max(0, len(serving) - self.capacity)]
 
     def discard(self, served: ServedModel) -> None:
-        """Drop ``served`` (not a newer entry for the same id)."""
-        if self._models.get(served.model_id) is served:
-            del self._models[served.model_id]
+        """Drop ``served`` (not a newer entry for the same version)."""
+        if self._models.get(served.ref) is served:
+            del self._models[served.ref]
 
     def entries(self) -> list[ServedModel]:
         """Every entry, least recently used first."""
         return list(self._models.values())
 
-    def ids(self) -> list[str]:
-        """Serving ids, least recently used first."""
-        return [m.model_id for m in self._models.values() if m.state is Served.SERVING]
+    def ids(self) -> list[ModelRef]:
+        """Serving versions, least recently used first."""
+        return [m.ref for m in self._models.values() if m.state is Served.SERVING]
 
     def __len__(self) -> int:
         return len(self.ids())
 
-    def __contains__(self, model_id: object) -> bool:
-        served = self._models.get(model_id) if isinstance(model_id, str) else None
+    def __contains__(self, ref: object) -> bool:
+        served = self._models.get(ref) if isinstance(ref, ModelRef) else None
         return served is not None and served.state is Served.SERVING
 
 
@@ -360,14 +366,17 @@ class BatchingPolicy:
 
 
 class ModelServer:
-    """Loads models from the store on first use and serves their predictions.
+    """Loads model versions from the store on first use and serves their predictions.
 
-    With ``batching`` on, concurrent requests to one model share forward passes
+    With ``batching`` on, concurrent requests to one version share forward passes
     (bounded by ``max_batch_size`` rows and ``max_queue_delay_ms``); with it off,
-    each request runs its own forward pass. Up to ``cache_size`` models stay loaded,
+    each request runs its own forward pass. Up to ``cache_size`` versions stay loaded,
     least recently used first out. Models are loaded by ``factory``; without one, by a
     :class:`LocalFactory` on ``device`` with ``cpu_threads`` and ``batch_instances``
     (see there).
+
+    Every method that takes a ``target`` takes a :class:`ModelRef` or a bare name, which
+    is resolved by the version policy (:meth:`resolve`).
     """
 
     def __init__(
@@ -390,24 +399,30 @@ class ModelServer:
         self.cache = ModelCache(cache_size)
         self.batching = BatchingPolicy(batching, max_batch_size, max_queue_delay_ms)
 
-    async def model(self, model_id: str) -> LoadedModel:
+    def resolve(self, name: str, version: int | None = None, alias: str | None = None) -> ModelRef:
+        """The version a request means: :meth:`ModelStore.resolve` (its errors too)."""
+        return self.store.resolve(name, version, alias)
+
+    async def model(self, target: ModelRef | str) -> LoadedModel:
         """The loaded model; raises NotFound, or ModelUnavailable when its files are damaged.
 
-        A cached model was verified when it was loaded, so a hit reads no files and is
-        served without leaving the event loop; only a miss loads in a thread.
+        A cached version was verified when it was loaded, so a hit reads no weights and
+        is served without leaving the event loop; only a miss loads in a thread.
         """
-        served = self.cache.get(model_id)
+        ref = self._ref(target)
+        served = self.cache.get(ref)
         if served is None or served.state is not Served.SERVING:
-            served = await self._serving(model_id)
+            served = await self._serving(ref)
         assert served.model is not None
         return served.model
 
-    async def predict(self, model_id: str, inputs: Any) -> tuple[LoadedModel, Prediction]:
+    async def predict(self, target: ModelRef | str, inputs: Any) -> tuple[LoadedModel, Prediction]:
         # The model is held from the cache lookup to the end of its forward pass, so an
         # eviction meanwhile releases it only afterwards.
-        served = self.cache.get(model_id)
+        ref = self._ref(target)
+        served = self.cache.get(ref)
         if served is None or served.state is not Served.SERVING:
-            served = await self._serving(model_id)
+            served = await self._serving(ref)
         model = served.model
         assert model is not None
         served.checkout()
@@ -416,31 +431,41 @@ class ModelServer:
         finally:
             served.checkin()
 
-    def served(self, model_id: str) -> ServedModel | None:
-        """The model's entry (any state), or None; for inspection, e.g. in tests."""
-        return self.cache.peek(model_id)
+    def served(self, target: ModelRef | str) -> ServedModel | None:
+        """The version's entry (any state), or None; for inspection, e.g. in tests."""
+        try:
+            return self.cache.peek(self._ref(target))
+        except NotFound:
+            return None
 
-    async def batch_stats(self, model_id: str) -> dict[str, int] | None:
-        """Requests and forward passes of the model's batcher so far; None when it has none.
+    async def batch_stats(self, target: ModelRef | str) -> dict[str, int] | None:
+        """Requests and forward passes of the version's batcher so far; None when it has none.
 
         Requests are those this process sent; forward passes those its engine ran (for a
         remote engine, for any process).
         """
-        served = self.cache.peek(model_id)
+        served = self.cache.peek(self._ref(target))
         if served is None or served.batcher is None or served.engine is None:
             return None
         forward_calls = await served.engine.forward_calls(served.batcher)
         return {"requests": served.batcher.requests, "forward_calls": forward_calls}
 
-    async def unload(self, model_id: str) -> None:
-        """Take the model out of the cache; return once its last request has finished."""
-        served = self.cache.peek(model_id)
-        while served is not None and served.state is Served.LOADING:
-            await served.ready()
-            served = self.cache.peek(model_id)
-        if served is not None:
-            served.unload()
-            await served.unloaded()
+    async def unload(self, target: ModelRef | str) -> None:
+        """Take a version (a :class:`ModelRef`) or every version of a name (a ``str``) out
+        of the cache; return once their last requests have finished."""
+        refs = (
+            [target]
+            if isinstance(target, ModelRef)
+            else [s.ref for s in self.cache.entries() if s.ref.name == target]
+        )
+        for ref in refs:
+            served = self.cache.peek(ref)
+            while served is not None and served.state is Served.LOADING:
+                await served.ready()
+                served = self.cache.peek(ref)
+            if served is not None:
+                served.unload()
+                await served.unloaded()
 
     async def close(self) -> None:
         """Unload every model now; requests still queued for one fail."""
@@ -452,13 +477,16 @@ class ModelServer:
         for batcher in batchers:
             await batcher.aclose()
 
-    async def _serving(self, model_id: str) -> ServedModel:
+    def _ref(self, target: ModelRef | str) -> ModelRef:
+        return target if isinstance(target, ModelRef) else self.store.resolve(target)
+
+    async def _serving(self, ref: ModelRef) -> ServedModel:
         # The slow path: a miss loads (once, however many requests want it), an evicted
         # model still finishing its requests is revived.
         while True:
-            served = self.cache.get(model_id)
+            served = self.cache.get(ref)
             if served is None:
-                served = ServedModel(model_id, self.cache)
+                served = ServedModel(ref, self.cache)
                 self.cache.add(served)
                 await served.load(self.store, self.factory, self.batching)
             elif served.state is Served.LOADING:

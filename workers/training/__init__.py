@@ -6,7 +6,13 @@ training loop (:mod:`.trainer`), the model store (:mod:`.checkpoints`), the job
 store (:mod:`.jobs`), and plots (:mod:`.plots`).
 """
 
-from workers.training.checkpoints import ModelInfo, ModelStore, validate_model_id
+from workers.training.checkpoints import (
+    ModelInfo,
+    ModelRef,
+    ModelStore,
+    RegisteredModel,
+    validate_model_id,
+)
 from workers.training.configs import (
     DEFAULT_LIMITS,
     AdamSpec,
@@ -51,9 +57,11 @@ __all__ = [
     "JobStore",
     "JobsPage",
     "ModelInfo",
+    "ModelRef",
     "ModelSpec",
     "ModelStore",
     "Progress",
+    "RegisteredModel",
     "RegressionConfig",
     "RegressionData",
     "RegressionModelSpec",

@@ -142,6 +142,15 @@ OptimizerSpec = Annotated[SGDSpec | AdamSpec, Field(discriminator="name")]
 
 
 class _Training(_Spec):
+    model_name: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,63}$",
+        description="The name the trained model registers under, as its next version;"
+        " without one, the job's id is the name (version 1).",
+    )
+    description: str | None = Field(
+        None, max_length=1000, description="What the model is for; kept with its version."
+    )
     optimizer: OptimizerSpec = Field(default_factory=AdamSpec)
     epochs: int = Field(1000, ge=1, le=_L.max_epochs)
     batch_size: int | None = Field(

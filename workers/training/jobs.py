@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     model_id TEXT,
     metrics TEXT,
-    reason TEXT
+    reason TEXT,
+    model_version INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
 CREATE TABLE IF NOT EXISTS events (
@@ -64,6 +65,16 @@ CREATE TABLE IF NOT EXISTS events (
     accuracy REAL,
     elapsed_s REAL NOT NULL,
     PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+"""
+
+
+# Idempotency keys of submissions (`Idempotency-Key`), kept as long as their job.
+_IDEMPOTENCY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE
 ) WITHOUT ROWID;
 """
 
@@ -94,6 +105,7 @@ class Job:
     metrics: dict[str, Any] | None = None
     reason: str | None = None
     progress: JobEvent | None = None
+    model_version: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -113,7 +125,7 @@ class JobsPage:
 _JOB_COLUMNS = """
     j.id, j.status, j.config, j.created_at, j.started_at, j.finished_at,
     j.cancel_requested, j.model_id, j.metrics, j.reason,
-    e.seq, e.epoch, e.loss, e.accuracy, e.elapsed_s
+    e.seq, e.epoch, e.loss, e.accuracy, e.elapsed_s, j.model_version
 """
 _JOB_FROM = """
     FROM jobs AS j LEFT JOIN events AS e
@@ -145,6 +157,15 @@ class JobStore:
         self._db.execute("PRAGMA foreign_keys = ON")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            # A database from before model versions: add the column; every model then
+            # registered became version 1 of its name (ModelStore.migrate).
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            if "model_version" not in columns:
+                self._db.executescript(
+                    "BEGIN; ALTER TABLE jobs ADD COLUMN model_version INTEGER;"
+                    " UPDATE jobs SET model_version = 1 WHERE model_id IS NOT NULL; COMMIT;"
+                )
+            self._db.executescript(_IDEMPOTENCY_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -162,6 +183,31 @@ class JobStore:
             except sqlite3.IntegrityError:
                 raise Conflict(f"job {job_id} already exists", kind="job", name=job_id) from None
             return self._get(db, job_id)
+
+    def remember_key(self, key: str, fingerprint: str, job_id: str) -> None:
+        """Record that the submission ``key``, of a body with ``fingerprint``, made ``job_id``.
+
+        Raises
+        ------
+        Conflict
+            When ``key`` is already taken.
+        """
+        with self._transaction() as db:
+            try:
+                db.execute(
+                    "INSERT INTO idempotency_keys (key, fingerprint, job_id) VALUES (?, ?, ?)",
+                    (key, fingerprint, job_id),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"idempotency key {key!r} is taken", key=key) from None
+
+    def find_key(self, key: str) -> tuple[Job, str] | None:
+        """The job the submission ``key`` made and its body's fingerprint, if the key is known."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT job_id, fingerprint FROM idempotency_keys WHERE key = ?", (key,)
+            ).fetchone()
+            return None if row is None else (self._get(self._db, row[0]), row[1])
 
     def get(self, job_id: str) -> Job:
         """The job, with its latest progress.
@@ -237,14 +283,22 @@ class JobStore:
             )
             return int(seq)
 
-    def set_succeeded(self, job_id: str, model_id: str, metrics: dict[str, Any]) -> Job:
-        """Mark a running job succeeded, with the model it registered and its final metrics."""
+    def set_succeeded(
+        self,
+        job_id: str,
+        model_id: str,
+        metrics: dict[str, Any],
+        model_version: int | None = None,
+    ) -> Job:
+        """Mark a running job succeeded, with the model (name and version) it registered
+        and its final metrics."""
         return self._move(
             job_id,
             ("running",),
             status="succeeded",
             finished_at=time.time(),
             model_id=model_id,
+            model_version=model_version,
             metrics=json.dumps(metrics),
         )
 
@@ -382,5 +436,6 @@ def _job(row: tuple[Any, ...]) -> Job:
         model_id=model_id,
         metrics=None if metrics is None else json.loads(metrics),
         reason=reason,
-        progress=None if seq is None else JobEvent(*row[10:]),
+        progress=None if seq is None else JobEvent(*row[10:15]),
+        model_version=row[15],
     )

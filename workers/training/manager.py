@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from workers.errors import InvalidParameter
+from workers.errors import InvalidParameter, NotFound
 from workers.training.checkpoints import ModelStore
 from workers.training.configs import RegressionConfig, SpiralConfig
 from workers.training.jobs import Job, JobEvent, JobStore
@@ -39,15 +39,25 @@ class TrainingManager:
     async def start(self) -> list[str]:
         """Reconcile what a previous process left behind (the backend starts the lanes).
 
-        A job whose model was written before the process stopped succeeded; every
-        other queued or running job failed with reason ``interrupted``. Temporary
-        directories of interrupted model writes are removed.
+        Models of the layout before names are migrated (:meth:`ModelStore.migrate`). A
+        job whose model was written before the process stopped succeeded; every other
+        queued or running job failed with reason ``interrupted``. Temporary directories
+        of interrupted model writes are removed.
         """
+        migrated = self.models.migrate()
+        if migrated:
+            log.warning("migrated %d model(s) to version 1 of their names", len(migrated))
         self.models.cleanup()
         for job in self.jobs.list(limit=1000, status="running").items:
-            if self.models.exists(job.id):
-                metadata = self.models.get(job.id).metadata
-                self.jobs.set_succeeded(job.id, job.id, metadata.get("final_metrics", {}))
+            name = job.config.get("model_name") or job.id
+            ref = self.models.find_job(name, job.id)
+            if ref is None and name == job.id and self.models.exists(name):
+                ref = self.models.resolve(name)  # written before versions recorded their job
+            if ref is not None:
+                metadata = self.models.get(ref).metadata
+                self.jobs.set_succeeded(
+                    job.id, ref.name, metadata.get("final_metrics", {}), ref.version
+                )
         interrupted = self.jobs.recover_interrupted()
         if interrupted:
             log.warning("marked %d interrupted training job(s) failed", len(interrupted))
@@ -75,12 +85,17 @@ class TrainingManager:
         Raises
         ------
         InvalidParameter
-            For ``device: cuda`` on a server without CUDA lanes.
+            For ``device: cuda`` on a server without CUDA lanes, or a ``model_name`` that is
+            another training job's id (that job's model is version 1 of that name).
         QueueFull
             When the training queue is full; nothing is stored then.
         """
         if config.device == "cuda" and not self.lanes.has_cuda:
             raise InvalidParameter("device", "no CUDA device is available on this server")
+        if config.model_name is not None and self._is_job(config.model_name):
+            raise InvalidParameter(
+                "model_name", f"{config.model_name} is the id of a training job; choose another"
+            )
         if not self.lanes.has_room():
             raise self.lanes.queue_full()
         job = self.jobs.create(config.model_dump(mode="json"))
@@ -115,6 +130,13 @@ class TrainingManager:
                 yield job
                 return
 
+    def _is_job(self, job_id: str) -> bool:
+        try:
+            self.jobs.get(job_id)
+        except NotFound:
+            return False
+        return True
+
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
@@ -146,13 +168,18 @@ class TrainingManager:
         if outcome.status == "succeeded":
             assert outcome.weights is not None and outcome.metadata is not None
             metadata = {**outcome.metadata, "job_id": job_id}
+            if job.config.get("description") is not None:
+                metadata["description"] = job.config["description"]
+            name = job.config.get("model_name") or job_id
             try:
-                await asyncio.to_thread(self.models.save_bytes, job_id, outcome.weights, metadata)
+                info = await asyncio.to_thread(
+                    self.models.save_bytes, name, outcome.weights, metadata
+                )
             except Exception as exc:  # a full disk must not leave the job running
                 log.exception("saving the model of job %s failed", job_id)
                 self.jobs.set_failed(job_id, f"saving the model failed: {exc}")
             else:
-                self.jobs.set_succeeded(job_id, job_id, metadata["final_metrics"])
+                self.jobs.set_succeeded(job_id, info.name, metadata["final_metrics"], info.version)
         elif outcome.status == "cancelled" or job.cancel_requested:
             # Also a job killed after the cancel grace period: it was still cancelled.
             self.jobs.set_cancelled(job_id)

@@ -62,10 +62,10 @@ class TestFactory(LocalFactory):
         self.loads = []
         self.engines = {}
 
-    def load(self, store, model_id, batching, lost):
-        self.loads.append(model_id)
-        model, _ = super().load(store, model_id, batching, lost)
-        engine = self.engines[model_id] = GatedEngine(self.gates.get(model_id))
+    def load(self, store, ref, batching, lost):
+        self.loads.append(ref.name)
+        model, _ = super().load(store, ref, batching, lost)
+        engine = self.engines[ref.name] = GatedEngine(self.gates.get(ref.name))
         return model, engine
 
 
@@ -163,7 +163,9 @@ def test_a_model_evicted_while_in_use_drains_then_unloads(store, batching):
         try:
             first = server.served("spiral-1")
             await server.predict("spiral-2", POINTS)  # capacity 1: spiral-1 is evicted...
-            assert first.state is Served.EVICTED and server.cache.ids() == ["spiral-2"]
+            assert first.state is Served.EVICTED and [ref.name for ref in server.cache.ids()] == [
+                "spiral-2"
+            ]
             assert first.model.module is not None  # ... but not unloaded under its request
             gate.set()
             model, prediction = await held
@@ -185,7 +187,9 @@ def test_an_evicted_model_asked_for_again_before_it_drains_is_revived(store):
             first = server.served("spiral-1")
             assert first.state is Served.EVICTED
             assert await server.model("spiral-1") is first.model  # not loaded again
-            assert first.state is Served.SERVING and server.cache.ids() == ["spiral-1"]
+            assert first.state is Served.SERVING and [ref.name for ref in server.cache.ids()] == [
+                "spiral-1"
+            ]
             gate.set()
             await held
             assert first.state is Served.SERVING  # its last request ended while serving
