@@ -16,6 +16,8 @@
    Two reference rows help read the gap: the direct call plus the service's own PNG
    encoder, and the JSON response whose ``timings_ms`` say how long the worker spent.
    Target: Canny through the service (lean client) costs at most 1.15x the direct call.
+   The ``-> npy`` rows ask for ``application/x-npy``, the exact result array with no
+   image encoding: targets 1.2x the direct call for equalize_hist, 1.05x for Canny.
 2. Throughput: requests/second of Canny (sample, PNG) with 1 and with 8 concurrent
    clients for a fixed time. Target: 8 clients get at least 1.7x the single
    client's rate on 2 cores. To tell the service's limits from the machine's, the
@@ -28,6 +30,7 @@ quieter affects all of them. The server runs with the default worker count (the 
 ``--workers`` says otherwise, and is stopped at the end, also on error.
 
     .venv/bin/python bench/images.py [--repeats 40] [--seconds 4] [--rounds 2] [--workers N]
+    .venv/bin/python bench/images.py --npy-only   # the direct, `sample -> PNG` and `-> npy` rows
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ from workers.images.codec import encode_png
 REQUEST_TIMEOUT_S = 30.0
 PNG = "image/png"
 PNG_ACCEPT = {"Accept": PNG}
+NPY = "application/x-npy"
+#: The `-> npy` rows' goals, as multiples of the direct call (issue 10).
+NPY_GOALS = {"equalize_hist": 1.2, "canny": 1.05}
 SERVICE_PNG_COMPRESS_LEVEL = 1  # the service's default `png_compress_level`
 
 DIRECT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -110,9 +116,15 @@ def _multipart(field: str, filename: str, payload: bytes, media_type: str) -> tu
 
 
 def measure_latency(
-    client: httpx.Client, lean: LeanClient, camera: np.ndarray, repeats: int, budget_s: float
+    client: httpx.Client,
+    lean: LeanClient,
+    camera: np.ndarray,
+    repeats: int,
+    budget_s: float,
+    only: tuple[str, ...] = (),
 ) -> tuple[dict[str, dict[str, Samples]], dict[str, dict[str, list[float]]]]:
-    """Median-ready samples per op and variant, plus the worker's own timings per op."""
+    """Median-ready samples per op and variant (those in ``only``, if given), plus the
+    worker's own timings per op."""
     camera_png = _png_bytes(camera)
     upload = {"image": ("camera.png", camera_png, "image/png")}
     lean_upload, lean_upload_type = _multipart("image", "camera.png", camera_png, "image/png")
@@ -131,7 +143,7 @@ def measure_latency(
                 raise RuntimeError(f"{op}: HTTP {status}: {content[:300]!r}")
             return content
 
-        return {
+        every: dict[str, Callable[[], object]] = {
             "direct skimage": lambda: direct(camera),
             "direct + PNG encode": lambda: encode_png(
                 direct(camera), compress_level=SERVICE_PNG_COMPRESS_LEVEL
@@ -145,7 +157,9 @@ def measure_latency(
             "lean sample -> JSON": lambda: json.loads(
                 lean_post("?sample=camera&include_image=false", "application/json")
             ),
+            "lean sample -> npy": lambda: lean_post("?sample=camera", NPY),
         }
+        return {name: run for name, run in every.items() if not only or name in only}
 
     # Warm up every path (each worker loads the sample once) and check the answers,
     # so a fast wrong result cannot pass for a fast right one.
@@ -158,6 +172,10 @@ def measure_latency(
                     got = np.asarray(Image.open(io.BytesIO(result)))  # type: ignore[arg-type]
                     if np.abs(got.astype(int) - expected).max() > 1:
                         raise AssertionError(f"{op}: {name} differs from the direct call")
+                if name.endswith("-> npy"):
+                    got = np.load(io.BytesIO(result), allow_pickle=False)  # type: ignore[arg-type]
+                    if not np.array_equal(got, direct(camera)):
+                        raise AssertionError(f"{op}: {name} is not the direct call's array")
 
     samples = {op: {name: Samples() for name in variants(op)} for op in DIRECT}
     worker_ms: dict[str, dict[str, list[float]]] = {op: {} for op in DIRECT}
@@ -290,7 +308,15 @@ def main() -> None:
     parser.add_argument(
         "--latency-budget-s", type=float, default=60.0, help="stop latency runs after this long"
     )
+    parser.add_argument(
+        "--npy-only",
+        action="store_true",
+        help="only the direct call, `sample -> PNG` and `-> npy` latency rows (no throughput)",
+    )
     args = parser.parse_args()
+    # With --npy-only, the PNG answer stays as the reference the npy rows improve on.
+    npy_rows = ("direct skimage", "lean sample -> PNG", "lean sample -> npy")
+    only = npy_rows if args.npy_only else ()
 
     camera = data.camera()
     command = shlex.join([Path(sys.executable).name, *sys.argv])
@@ -321,8 +347,12 @@ def main() -> None:
             workers = client.get("/readyz").json()["workers"]
             print(f"          {workers} image workers; client and server share this machine")
             latency, worker_ms = measure_latency(
-                client, lean, camera, args.repeats, args.latency_budget_s
+                client, lean, camera, args.repeats, args.latency_budget_s, only
             )
+        if args.npy_only:
+            print_latency(latency)
+            print_npy_verdicts(latency)
+            return
         concurrency = (1, args.clients)
         throughput = measure_throughput(
             server.base_url, "canny", concurrency, args.seconds, args.rounds
@@ -330,20 +360,7 @@ def main() -> None:
         ceiling = measure_compute_ceiling(workers, args.seconds, args.rounds)
         elapsed = time.monotonic() - started
 
-    print()
-    print(
-        f"latency, one client, {len(latency['canny']['direct skimage'].seconds)} alternating runs"
-    )
-    header = f"{'op':<15}{'variant':<22}{'median ms':>10}{'p25':>8}{'p75':>8}{'x direct':>10}"
-    print(header)
-    print("-" * len(header))
-    for op, rows in latency.items():
-        direct_ms = rows["direct skimage"].median_ms
-        for name, samples in rows.items():
-            print(
-                f"{op:<15}{name:<22}{samples.median_ms:>10.2f}{samples.quantile_ms(0.25):>8.2f}"
-                f"{samples.quantile_ms(0.75):>8.2f}{samples.median_ms / direct_ms:>9.2f}x"
-            )
+    print_latency(latency)
     print()
     print(
         "inside the worker (median ms, from the JSON responses' timings_ms, which encode no "
@@ -407,7 +424,33 @@ def main() -> None:
         f"on {os.cpu_count()} CPUs, {workers} workers (goal >= 1.7x on 2 cores: {verdict}); "
         f"the same canny without HTTP scales {ceiling_scaling:.2f}x here"
     )
+    print_npy_verdicts(latency)
     print(f"(measured in {elapsed:.0f} s)")
+
+
+def print_latency(latency: dict[str, dict[str, Samples]]) -> None:
+    print()
+    print(
+        f"latency, one client, {len(latency['canny']['direct skimage'].seconds)} alternating runs"
+    )
+    header = f"{'op':<15}{'variant':<22}{'median ms':>10}{'p25':>8}{'p75':>8}{'x direct':>10}"
+    print(header)
+    print("-" * len(header))
+    for op, rows in latency.items():
+        direct_ms = rows["direct skimage"].median_ms
+        for name, samples in rows.items():
+            print(
+                f"{op:<15}{name:<22}{samples.median_ms:>10.2f}{samples.quantile_ms(0.25):>8.2f}"
+                f"{samples.quantile_ms(0.75):>8.2f}{samples.median_ms / direct_ms:>9.2f}x"
+            )
+
+
+def print_npy_verdicts(latency: dict[str, dict[str, Samples]]) -> None:
+    for op, goal in NPY_GOALS.items():
+        rows = latency[op]
+        ratio = rows["lean sample -> npy"].median_ms / rows["direct skimage"].median_ms
+        verdict = "ok" if ratio <= goal else f"OVER the {goal:g}x goal"
+        print(f"{op} 512x512 -> npy, service / direct, lean client: {ratio:.2f}x ({verdict})")
 
 
 if __name__ == "__main__":

@@ -58,8 +58,17 @@ def test_dockerfile_copies_every_package_the_project_ships() -> None:
     assert packages <= copied, f"packages the image would miss: {packages - copied}"
 
 
-def load_compose() -> dict:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+def load_compose(name: str = "docker-compose.yml") -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def merged(base: dict, override: dict) -> dict:
+    """``docker compose -f base -f override``'s merge for mappings: override wins per key."""
+    out = dict(base)
+    for key, value in override.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = merged(base[key], value) if both else value
+    return out
 
 
 def assert_gpu_reservation(service: dict) -> None:
@@ -80,7 +89,9 @@ def test_compose_api_service() -> None:
     check = api["healthcheck"]
     assert check["test"][0] == "CMD" and "/readyz" in check["test"][-1]
     assert re.fullmatch(r"\d+s", check["interval"]) and check["retries"] >= 1
-    assert_gpu_reservation(api)
+    # The default stack runs on a host without GPUs: no reservation, the CPU build.
+    assert "deploy" not in api
+    assert api["build"]["args"]["TORCH_INDEX_URL"].endswith("/whl/cpu}")
     assert api["environment"]["TENSORLENS_EXECUTOR"] == "${TENSORLENS_EXECUTOR:-local}"
 
 
@@ -92,7 +103,7 @@ def test_compose_cluster_profile() -> None:
         assert node["profiles"] == ["cluster"]
         # One image everywhere: Python, Ray and torch versions match across nodes.
         assert node["image"] == api["image"] and node["build"] == api["build"]
-        assert_gpu_reservation(node)
+        assert "deploy" not in node
         assert re.fullmatch(r"\d+(gb|mb)", node["shm_size"])
         assert node["command"][:2] == ["ray", "start"] and "--block" in node["command"]
     for service in (api, head, worker):
@@ -119,3 +130,24 @@ def test_compose_cluster_profile() -> None:
         if line and not line.startswith("#")
     )
     assert cluster_env == {"COMPOSE_PROFILES": "cluster", "TENSORLENS_EXECUTOR": "ray"}
+
+
+def test_compose_gpu_override() -> None:
+    base, gpu = load_compose(), load_compose("compose.gpu.yaml")
+    # It only adds to services the base defines, and to all of them.
+    assert set(gpu) == {"services"} | {key for key in gpu if key.startswith("x-")}
+    assert set(gpu["services"]) == set(base["services"])
+    stack = merged(base, gpu)
+    images = set()
+    for name, service in stack["services"].items():
+        assert_gpu_reservation(service)
+        args = service["build"]["args"]
+        assert service["build"]["context"] == "."
+        assert re.search(r"/whl/cu\d+}$", args["TORCH_INDEX_URL"]), name
+        assert args["BASE_IMAGE"].startswith("${TENSORLENS_CUDA_BASE_IMAGE:-nvidia/cuda:")
+        images.add(service["image"])
+        # Everything else (ports, volumes, healthchecks, the cluster profile) is the base's.
+        for key in set(base["services"][name]) - {"build", "image"}:
+            assert service[key] == base["services"][name][key]
+    # One CUDA image for every node, beside the CPU one.
+    assert images == {"tensorlens:cuda"} != {base["services"]["api"]["image"]}

@@ -13,13 +13,19 @@ from service.deps import MetricsDep, PoolDep, SettingsDep
 from service.schemas.images import ImageResult, StepReport
 from workers.errors import InvalidImage, InvalidInput, NotFound, PayloadTooLarge
 from workers.images import ImageSource, PipelineResult, run_pipeline
+from workers.images.codec import ENCODERS, OutputFormat
 from workers.images.samples import SAMPLE_NAMES
 
 PNG = "image/png"
+NPY = ENCODERS["npy"].media_type
+TIFF = ENCODERS["tiff"].media_type
 
 ImageUpload = Annotated[
     UploadFile | None,
-    File(description="The image: PNG, JPEG, TIFF, BMP, WebP or GIF (first frame)."),
+    File(
+        description="The image: PNG, JPEG, TIFF, BMP, WebP, GIF (first frame) or a NumPy "
+        "`.npy` array ((H, W) or (H, W, C), bool, integer or float; no object arrays)."
+    ),
 ]
 SampleName = Annotated[
     str | None,
@@ -29,17 +35,26 @@ IncludeImage = Annotated[
     bool, Query(description="JSON responses: include the result PNG as base64.")
 ]
 
-#: Media types this service answers with for images, by preference.
-_PNG_TYPES = {"image/png": 3, "image/*": 2}
-_JSON_TYPES = {"application/json": 3, "application/*": 2, "*/*": 1}
+#: What each answer matches in `Accept`, with how specific the match is; on a tie in
+#: quality and specificity the earlier answer wins (JSON first).
+_ANSWERS: dict[OutputFormat | None, dict[str, int]] = {
+    None: {"application/json": 3, "application/*": 2, "*/*": 1},
+    "png": {PNG: 3, "image/*": 2},
+    "npy": {NPY: 3},
+    "tiff": {TIFF: 3},
+}
 
 
-def wants_png(request: Request) -> bool:
-    """Content negotiation: PNG when the client ranks image/png above JSON (JSON by default)."""
+def negotiate(request: Request) -> OutputFormat | None:
+    """Content negotiation: the image format the client ranks above JSON, else None (JSON).
+
+    `image/png` (or `image/*`), `application/x-npy` and `image/tiff` answer with the
+    image alone; JSON is the default and wins ties.
+    """
     accept = request.headers.get("accept")
     if not accept:
-        return False
-    best_png = best_json = (0.0, 0)
+        return None
+    best: dict[OutputFormat | None, tuple[float, int]] = dict.fromkeys(_ANSWERS, (0.0, 0))
     for item in accept.split(","):
         media, _, params = item.strip().partition(";")
         media = media.strip().lower()
@@ -51,11 +66,12 @@ def wants_png(request: Request) -> bool:
                     q = float(value)
                 except ValueError:
                     q = 0.0
-        if media in _PNG_TYPES:
-            best_png = max(best_png, (q, _PNG_TYPES[media]))
-        if media in _JSON_TYPES:
-            best_json = max(best_json, (q, _JSON_TYPES[media]))
-    return best_png[0] > 0 and best_png > best_json
+        for answer, types in _ANSWERS.items():
+            if media in types:
+                best[answer] = max(best[answer], (q, types[media]))
+    # max keeps the first of equals, so JSON wins ties.
+    choice = max(best, key=lambda answer: best[answer])
+    return choice if best[choice][0] > 0 else None
 
 
 def check_sample(name: str) -> None:
@@ -95,20 +111,21 @@ async def run_and_respond(
     steps: list[tuple[str, dict]],
     include_image: bool,
 ) -> Response | ImageResult:
-    png = wants_png(request)
+    output = negotiate(request)
     work = partial(
         run_pipeline,
         max_pixels=settings.max_image_pixels,
-        encode=png or include_image,
+        encode=output is not None or include_image,
         compress_level=settings.png_compress_level,
-        describe=not png,
+        describe=output is None,
+        output=output or "png",
     )
     result: PipelineResult = await pool.run(work, source, steps)
     for step in result.steps:
         metrics.op_seconds.labels(step["op"]).observe(step["ms"] / 1000)
-    if png:
-        assert result.png is not None
-        return Response(result.png, media_type=PNG)
+    if output is not None:
+        assert result.encoded is not None
+        return Response(result.encoded, media_type=result.media_type)
     return ImageResult(
         **result.summary,
         values=result.steps[-1]["values"] if result.steps else {},

@@ -15,7 +15,9 @@ from pydantic.fields import FieldInfo
 from service.deps import MetricsDep, PoolDep, SettingsDep
 from service.errors import problem_responses
 from service.routes._imaging import (
+    NPY,
     PNG,
+    TIFF,
     ImageUpload,
     IncludeImage,
     SampleName,
@@ -30,10 +32,13 @@ from workers.images.ops import validate_params
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
 IMAGE_ERRORS = problem_responses(404, 413, 415, 422, 429, 503, 504)
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
 IMAGE_OK: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "JSON by default; the image alone with `Accept: image/png`.",
-        "content": {PNG: {"schema": {"type": "string", "format": "binary"}}},
+        "description": "JSON by default; the image alone with `Accept: image/png`, the "
+        "exact result array with `Accept: application/x-npy` (NumPy's .npy: dtype and "
+        "shape kept) or `Accept: image/tiff` (float samples kept).",
+        "content": {PNG: _BINARY, NPY: _BINARY, TIFF: _BINARY},
     }
 }
 PNG_ONLY: dict[int | str, dict[str, Any]] = {

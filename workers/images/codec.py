@@ -32,8 +32,20 @@ Pillow mode                     dtype        shape and meaning
 Pillow reads 16-bit color PNGs as 8-bit ``RGB``/``RGBA``, so only 16-bit grayscale
 survives a round trip through :func:`decode_image` at full depth.
 
+NumPy ``.npy`` files (``numpy.lib.format``, recognised by their magic bytes) decode to
+the array they hold, dtype and shape kept: ``bool``, signed and unsigned integers up to
+64 bits and ``float16/32/64``, shaped ``(H, W)`` or ``(H, W, C)`` with ``C`` in 1..4.
+Their header is read first, so the pixel limit is checked before the data is; object
+arrays (pickles), structured and complex dtypes are refused, nothing is unpickled.
+
 Encoding
 --------
+:data:`ENCODERS` maps each output format to its media type and encoder: ``png``
+(below), ``npy`` (:func:`encode_npy`: the array exactly, as ``numpy.save`` writes it)
+and ``tiff`` (:func:`encode_tiff`: written by tifffile, every dtype above kept, float
+samples as IEEE floats; Pillow reads only single-channel float32 TIFFs, tifffile,
+ImageJ/Fiji and GDAL read them all).
+
 :func:`encode_png` writes PNGs with a small zlib writer of its own rather than
 Pillow's, which is slower and cannot write 16-bit color. Rows are stored unfiltered
 (filter type 0) in as many IDAT chunks as the size needs. At ``compress_level=1``
@@ -75,9 +87,11 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
+import tifffile
 from isal import isal_zlib
 from PIL import Image, ImageFile, ImageOps
 
@@ -86,10 +100,21 @@ from workers.errors import (
     IncompatibleImage,
     InvalidImage,
     InvalidParameter,
+    TensorlensError,
     UnsupportedMediaType,
 )
 
-__all__ = ["SUPPORTED_FORMATS", "decode_image", "encode_png", "summarize"]
+__all__ = [
+    "ENCODERS",
+    "SUPPORTED_FORMATS",
+    "Encoder",
+    "OutputFormat",
+    "decode_image",
+    "encode_npy",
+    "encode_png",
+    "encode_tiff",
+    "summarize",
+]
 
 SUPPORTED_FORMATS: frozenset[str] = frozenset({"PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF"})
 
@@ -98,9 +123,6 @@ _FORMAT_ALIASES = {"MPO": "JPEG"}
 
 _AS_IS_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 _CONVERSIONS = {"La": "LA", "RGBa": "RGBA", "PA": "RGBA"}
-
-# Exceptions Pillow raises for truncated or corrupt data while decoding.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
 
 
 def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
@@ -131,6 +153,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
     """
     if not data:
         raise InvalidImage("the upload is empty")
+    if data.startswith(_NPY_MAGIC):
+        with _failures_as_invalid_image("NPY"):
+            return _decode_npy(data, max_pixels)
     limit = (
         max_pixels if Image.MAX_IMAGE_PIXELS is None else min(max_pixels, Image.MAX_IMAGE_PIXELS)
     )
@@ -157,10 +182,23 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
         except Image.DecompressionBombError as exc:
             # GIF frames may extend past the declared screen size; Pillow checks those.
             raise ImageTooLarge(str(exc), pixels=None, limit=limit) from exc
-        except _DECODE_ERRORS as exc:
+        except Exception as exc:  # whatever a damaged file makes a decoder raise
             raise InvalidImage(
                 f"the {image_format} image is truncated or corrupt: {exc}", format=image_format
             ) from exc
+
+
+@contextmanager
+def _failures_as_invalid_image(image_format: str) -> Iterator[None]:
+    """Any exception but our own while reading a file means the file is broken."""
+    try:
+        yield
+    except TensorlensError:
+        raise
+    except Exception as exc:
+        raise InvalidImage(
+            f"the {image_format} file is truncated or corrupt: {exc}", format=image_format
+        ) from exc
 
 
 # catch_warnings swaps process-wide state; the lock keeps two decoding threads from
@@ -195,7 +233,10 @@ def _identify(data: bytes, limit: int) -> ImageFile.ImageFile:
     corrupt: tuple[str, Exception] | None = None
     for name in Image.ID:
         factory, accept = Image.OPEN[name]
-        accepted = True if accept is None else accept(prefix)
+        try:
+            accepted = True if accept is None else accept(prefix)
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue  # a prefix too short for the plugin's test (Image.open skips it too)
         # A string means "this format, but unreadable here" (e.g. a missing codec).
         if not accepted or isinstance(accepted, str):
             continue
@@ -209,7 +250,7 @@ def _identify(data: bytes, limit: int) -> ImageFile.ImageFile:
                 corrupt = (name, exc)
         except Image.DecompressionBombError as exc:
             raise ImageTooLarge(str(exc), pixels=None, limit=limit) from exc
-        except (OSError, ValueError, EOFError) as exc:
+        except Exception as exc:  # any other failure of a plugin's parser: a broken file
             raise InvalidImage(f"the {name} image header is corrupt: {exc}", format=name) from exc
     if corrupt is not None:
         name, exc = corrupt
@@ -422,3 +463,112 @@ def summarize(image: np.ndarray) -> dict[str, Any]:
         "max": high,
         "mean": mean,
     }
+
+
+# NumPy arrays ------------------------------------------------------------------
+
+_NPY_MAGIC = b"\x93NUMPY"
+#: dtype kinds an .npy upload may hold: bool, signed and unsigned integers, floats.
+_NPY_KINDS = "biuf"
+#: NumPy's own limit on an .npy header (``numpy.lib.format``), so a huge one is refused.
+_NPY_MAX_HEADER_BYTES = 10_000
+
+
+def _decode_npy(data: bytes, max_pixels: int) -> np.ndarray:
+    """The array an ``.npy`` file holds; its header is checked before any data is read."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran_order, dtype = read_header(stream, max_header_size=_NPY_MAX_HEADER_BYTES)
+    except ValueError as exc:  # a bad magic, version or header dictionary
+        raise InvalidImage(f"the .npy header is corrupt: {exc}", format="NPY") from exc
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in _NPY_KINDS:
+        raise InvalidImage(
+            f"an .npy of dtype {dtype} is not an image: expected bool, integers or floats",
+            format="NPY",
+            dtype=str(dtype),
+        )
+    if not (len(shape) == 2 or (len(shape) == 3 and 1 <= shape[2] <= 4)):
+        raise InvalidImage(
+            f"an .npy of shape {tuple(shape)} is not an image: expected (H, W) or (H, W, C) "
+            "with 1 to 4 channels",
+            format="NPY",
+            shape=list(shape),
+        )
+    pixels = shape[0] * shape[1]
+    if pixels > max_pixels:
+        raise ImageTooLarge(
+            f"image has {shape[1]}x{shape[0]} = {pixels} pixels, more than the limit of "
+            f"{max_pixels}",
+            pixels=pixels,
+            limit=max_pixels,
+        )
+    count = int(np.prod(shape))
+    offset = stream.tell()
+    if len(data) - offset != count * dtype.itemsize:
+        raise InvalidImage(
+            f"the .npy data is {len(data) - offset} bytes, its header says "
+            f"{count * dtype.itemsize}",
+            format="NPY",
+        )
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    array = flat.reshape(shape[::-1]).T if fortran_order else flat.reshape(shape)
+    # A copy: writeable, C-contiguous and in native byte order, as every decoded image.
+    return np.array(array, dtype=dtype.newbyteorder("="), order="C")
+
+
+def encode_npy(image: np.ndarray) -> bytes:
+    """The array as an ``.npy`` file (``numpy.save``'s format): dtype and shape kept."""
+    array = np.asarray(image)
+    if array.dtype.hasobject:
+        raise IncompatibleImage(
+            f"cannot encode a {array.dtype} image as .npy", dtype=str(array.dtype)
+        )
+    out = io.BytesIO()
+    np.lib.format.write_array(out, array, allow_pickle=False)
+    return out.getvalue()
+
+
+def encode_tiff(image: np.ndarray) -> bytes:
+    """The array as an uncompressed TIFF written by tifffile, dtype kept.
+
+    ``(H, W, 3)`` and ``(H, W, 4)`` are RGB (the fourth channel unassociated alpha);
+    other shapes are grayscale with the extra channels as samples.
+    """
+    array = _as_png_layout(np.asarray(image))
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    rgb = array.ndim == 3 and array.shape[2] in (3, 4)
+    out = io.BytesIO()
+    tifffile.imwrite(
+        out,
+        array,
+        photometric="rgb" if rgb else "minisblack",
+        planarconfig="contig" if array.ndim == 3 else None,
+        extrasamples=("unassalpha",) if rgb and array.shape[2] == 4 else None,
+    )
+    return out.getvalue()
+
+
+OutputFormat = Literal["png", "npy", "tiff"]
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """An output format: its media type and how an array becomes a file of it."""
+
+    media_type: str
+    encode: Callable[[np.ndarray, int], bytes]
+
+
+#: Every output format of the image routes, by name.
+ENCODERS: dict[str, Encoder] = {
+    "png": Encoder("image/png", lambda image, level: encode_png(image, compress_level=level)),
+    "npy": Encoder("application/x-npy", lambda image, _level: encode_npy(image)),
+    "tiff": Encoder("image/tiff", lambda image, _level: encode_tiff(image)),
+}

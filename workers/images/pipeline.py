@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from workers.errors import ImageTooLarge, IncompatibleImage, InvalidParameter, NotFound
-from workers.images.codec import decode_image, encode_png, summarize
+from workers.images.codec import ENCODERS, OutputFormat, decode_image, summarize
 from workers.images.ops import get_op, validate_params
 from workers.images.plots import (
     ContrastReportParams,
@@ -57,7 +57,7 @@ class PipelineResult:
     Attributes
     ----------
     png : bytes or None
-        The final image as PNG, when encoding was asked for.
+        The final image as PNG, when encoding as PNG was asked for.
     summary : dict
         :func:`workers.images.summarize` of the final image; empty when not asked for.
     steps : list of dict
@@ -65,12 +65,18 @@ class PipelineResult:
     timings_ms : dict
         ``decode`` (or sample load), ``ops``, ``encode`` (0 when not encoding) and
         ``total``, in milliseconds.
+    encoded : bytes or None
+        The final image in the asked ``output`` format (the PNG again for ``png``).
+    media_type : str
+        The media type of ``encoded``.
     """
 
     png: bytes | None
     summary: dict[str, Any]
     steps: list[dict[str, Any]]
     timings_ms: dict[str, float]
+    encoded: bytes | None = None
+    media_type: str = "image/png"
 
 
 def run_pipeline(
@@ -81,6 +87,7 @@ def run_pipeline(
     encode: bool,
     compress_level: int,
     describe: bool = True,
+    output: OutputFormat = "png",
 ) -> PipelineResult:
     """Decode an image, apply ops in order, summarize and optionally encode it.
 
@@ -93,12 +100,14 @@ def run_pipeline(
     max_pixels : int
         Largest accepted ``width * height`` (also applied to samples).
     encode : bool
-        Whether to return the final image as PNG.
+        Whether to return the final image, as ``output``.
     compress_level : int
         zlib level of the PNG, 0..9.
     describe : bool, optional
-        Whether to compute the summary; a caller that only sends the PNG back
+        Whether to compute the summary; a caller that only sends the image back
         need not pay for it.
+    output : {"png", "npy", "tiff"}, optional
+        The format to encode in (:data:`workers.images.codec.ENCODERS`).
 
     Returns
     -------
@@ -117,6 +126,9 @@ def run_pipeline(
         From decoding, see :func:`workers.images.decode_image`.
     """
     started = perf_counter()
+    if output not in ENCODERS:
+        raise InvalidParameter("output", f"must be one of {', '.join(ENCODERS)}")
+    encoder = ENCODERS[output]
     validated = []
     for index, (op_name, raw) in enumerate(steps):
         with _step_errors(index, op_name):
@@ -138,10 +150,12 @@ def run_pipeline(
     applied = perf_counter()
 
     summary = summarize(image) if describe else {}
-    png = encode_png(image, compress_level=compress_level) if encode else None
+    encoded = encoder.encode(image, compress_level) if encode else None
     finished = perf_counter()
     return PipelineResult(
-        png=png,
+        png=encoded if output == "png" else None,
+        encoded=encoded,
+        media_type=encoder.media_type,
         summary=summary,
         steps=step_reports,
         timings_ms={
