@@ -81,15 +81,20 @@ def serve(args: argparse.Namespace) -> int:
     setting comes from the TENSORLENS_* environment variables (or .env)."""
     import uvicorn
 
+    from service.auth import warn_if_exposed
+    from service.server import uvicorn_options
     from service.settings import get_settings
 
     settings = get_settings()
+    warn_if_exposed(args.host or settings.host, settings.api_keys)
     uvicorn.run(
         "service.main:create_app",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_level=settings.log_level,
+        # Keep-alive and header-read timeouts, the connection cap (503 above it).
+        **uvicorn_options(settings),
         # The service writes its own structured line per request (service/observability.py).
         access_log=False,
         # Open streams (Server-Sent Events) must not hold a shutdown forever.
@@ -105,6 +110,26 @@ def openapi(args: argparse.Namespace) -> int:
     from service.openapi import openapi_json
 
     sys.stdout.write(openapi_json())
+    return 0
+
+
+@command(
+    "hash-key",
+    "print a TENSORLENS_API_KEYS entry for an API key (a new one without KEY)",
+    argument("key", nargs="?", help="the key to hash; `-` reads it from standard input"),
+    argument("--role", choices=("infer", "train", "admin"), default="infer", help="its role"),
+)
+def hash_key(args: argparse.Namespace) -> int:
+    """Print the `<role>:<sha256>` entry of an API key for TENSORLENS_API_KEYS (entries are
+    comma-separated). Without KEY, a new random key is made and printed first: give it to
+    the client, it is kept nowhere else."""
+    from service.auth import hash_key, new_key
+
+    key = sys.stdin.readline().strip() if args.key == "-" else args.key
+    if not key:
+        key = new_key()
+        print(f"key: {key}")
+    print(f"{args.role}:{hash_key(key)}")
     return 0
 
 

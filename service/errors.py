@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import Scope
 
 from workers import errors as e
@@ -42,7 +43,10 @@ STATUS_TABLE: dict[type[e.TensorlensError], tuple[int, str]] = {
     e.NotFound: (404, "not-found"),
     e.ModelUnavailable: (409, "model-unavailable"),
     e.Conflict: (409, "conflict"),
+    e.RateLimited: (429, "rate-limited"),
     e.QueueFull: (429, "queue-full"),
+    e.Unauthorized: (401, "unauthorized"),
+    e.Forbidden: (403, "forbidden"),
     e.WorkTimeout: (504, "timeout"),
     e.WorkerDied: (503, "worker-died"),
     e.PoolUnavailable: (503, "pool-unavailable"),
@@ -133,7 +137,9 @@ def render_error(scope: Scope, error: HttpError) -> JSONResponse:
     """The one error renderer, for the exception handlers and the middleware alike."""
     headers = dict(error.headers) if error.headers else None
     if error_body_for(scope["path"]) is ErrorBody.OPEN_INFERENCE:
-        return JSONResponse({"error": error.detail}, error.status, headers)
+        # The protocol answers a malformed request 400, where the rest of the API says 422.
+        status = 400 if error.status == 422 else error.status
+        return JSONResponse({"error": error.detail}, status, headers)
     body: dict[str, Any] = {
         "type": f"/problems/{error.slug}" if error.slug else "about:blank",
         "title": error.title,
@@ -162,6 +168,10 @@ def domain_error(exc: e.TensorlensError) -> HttpError:
     headers = None
     if isinstance(exc, e.QueueFull):
         headers = {"Retry-After": str(exc.context.get("retry_after_s", 1))}
+    elif isinstance(exc, e.Unauthorized):
+        # RFC 6750: which scheme to use, and whether the token sent was the trouble.
+        invalid = ', error="invalid_token"' if exc.context.get("invalid") else ""
+        headers = {"WWW-Authenticate": f'Bearer realm="tensorlens"{invalid}'}
     detail = exc.detail
     if status >= 500:
         log.error("domain error %s: %s", type(exc).__name__, exc.detail)
@@ -215,8 +225,36 @@ def _has(node: Any, part: Any) -> bool:
 def _json_or_none(text: str | None) -> Any:
     try:
         return json.loads(text) if text is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
+
+
+def unparsable_body(cause: Exception) -> RequestValidationError:
+    """The one answer to a body no JSON parser could read: not UTF-8, or nested deeper than
+    the parser allows. The same 422 as malformed JSON (``json_invalid`` on ``body``)."""
+    if isinstance(cause, RecursionError):
+        reason = "the JSON is nested too deeply"
+    elif isinstance(cause, UnicodeError):
+        reason = "the body is not UTF-8 text"
+    else:
+        reason = str(cause) or type(cause).__name__
+    error = {
+        "type": "json_invalid",
+        "loc": ("body",),
+        "msg": "JSON decode error",
+        "input": {},
+        "ctx": {"error": reason},
+    }
+    return RequestValidationError([error], body=None)
+
+
+class DomainHTTPException(StarletteHTTPException):
+    """A domain error raised where only an HTTPException gets through (FastAPI's body
+    parsing turns any other exception into a 400); answered as the domain error."""
+
+    def __init__(self, error: e.TensorlensError) -> None:
+        super().__init__(status_for(error)[0], error.detail)
+        self.error = error
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -226,21 +264,64 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         loc = tuple(err["loc"])
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc += (str(err.get("ctx", {}).get("discriminator", "")).strip("'"),)
-        errors.append(
-            {"parameter": _field_name(loc, exc.body), "message": err["msg"], "type": err["type"]}
-        )
+        # A body that does not parse is named `body`, not by the offset FastAPI puts in loc
+        # (a form field of JSON that does not parse keeps its name).
+        whole_body = loc[:1] == ("body",) and all(isinstance(part, int) for part in loc[1:])
+        unparsed = err["type"] == "json_invalid" and whole_body
+        name = "body" if unparsed else _field_name(loc, exc.body)
+        errors.append({"parameter": name, "message": err["msg"], "type": err["type"]})
     first = errors[0] if errors else {"parameter": "request", "message": "invalid"}
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    error = domain_error(e.InvalidParameter(first["parameter"], first["message"] + more))
+    message = first["message"]
+    if message == "JSON decode error":  # FastAPI's word for any unparsable body: say why
+        message += f" ({exc.errors()[0].get('ctx', {}).get('error')})"
+    error = domain_error(e.InvalidParameter(first["parameter"], message + more))
     return render_error(request.scope, replace(error, members={**error.members, "errors": errors}))
+
+
+#: Problem types of the framework's own HTTP errors (no route, no such method, a body
+#: that is not well-formed), so that they too are documented types, not ``about:blank``.
+HTTP_SLUGS = {400: "bad-request", 404: "not-found", 405: "method-not-allowed"}
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    phrase = HTTPStatus(exc.status_code).phrase
+    if isinstance(exc, DomainHTTPException):
+        return render_error(request.scope, domain_error(exc.error))
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+        # FastAPI's "There was an error parsing the body": say what, as for bad JSON.
+        return await _validation_error(request, unparsable_body(exc.__cause__))
+    status = exc.status_code
+    phrase = HTTPStatus(status).phrase
     detail = exc.detail if isinstance(exc.detail, str) else phrase
-    error = HttpError(exc.status_code, phrase, detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if status == 404 and detail == phrase:
+        detail = f"no route matches `{request.url.path}`"
+    elif status == 405:
+        allowed = allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed)
+        detail = f"`{request.method}` is not allowed here; allowed: {', '.join(allowed)}"
+    error = HttpError(status, phrase, detail, HTTP_SLUGS.get(status), headers or None)
     return render_error(request.scope, error)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers at the request's path.
+
+    Starlette's 405 names only the methods of the first route matching the path, though
+    several routes may share it (``GET`` and ``DELETE /v1/trainings/{id}``).
+    """
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -11,10 +11,15 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import HttpError, domain_error, render_error
+from service.errors import (
+    PROBLEM_MEDIA_TYPE,
+    DomainHTTPException,
+    HttpError,
+    domain_error,
+    render_error,
+)
 from workers.errors import PayloadTooLarge
 from workers.pool import PoolStats
 
@@ -116,6 +121,7 @@ class RequestContextMiddleware:
                 message["headers"] = [
                     *message["headers"],
                     (b"x-request-id", request_id.encode("latin-1")),
+                    *security_headers(message["headers"]),
                 ]
             await send(message)
 
@@ -130,9 +136,9 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    # An HTTPException, the one kind FastAPI's form parsing lets through
-                    # (it turns any other into a 400).
-                    raise StarletteHTTPException(413, _too_large(limit).detail)
+                    # An HTTPException, the one kind FastAPI's body parsing lets through
+                    # (it turns any other into a 400), answered as the domain error.
+                    raise DomainHTTPException(_too_large(limit))
             return message
 
         declared = headers.get(b"content-length")
@@ -169,6 +175,50 @@ class RequestContextMiddleware:
                         }
                     )
                 )
+
+
+#: Sent with every answer: no MIME sniffing, no Referer to other sites.
+SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"))
+#: The Content-Security-Policy of every answer but a page: an API answer opened in a
+#: browser runs nothing and cannot be framed. Pages (the playground, /docs, /redoc) set
+#: their own, which lets them load their scripts from this origin.
+API_CONTENT_SECURITY_POLICY = b"default-src 'none'; frame-ancestors 'none'"
+
+
+def security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The security headers a response's own ``headers`` lack."""
+    present = {name.lower(): value for name, value in headers}
+    missing = [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+    is_page = present.get(b"content-type", b"").startswith(b"text/html")
+    if b"content-security-policy" not in present and not is_page:
+        missing.append((b"content-security-policy", API_CONTENT_SECURITY_POLICY))
+    return missing
+
+
+def unparsable_request_response(reason: str) -> bytes:
+    """The whole HTTP/1.1 answer to a request the server could not parse (a URL past the
+    parser's limit, a NUL in the path): a 400 problem document with a request id and the
+    security headers, like any other answer, where the server would send plain text."""
+    request_id = uuid.uuid4().hex
+    body = json.dumps(
+        {
+            "type": "/problems/bad-request",
+            "title": "Bad Request",
+            "status": 400,
+            "detail": f"the request is not valid HTTP: {reason}",
+            "request_id": request_id,
+        }
+    ).encode()
+    headers = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        (b"x-request-id", request_id.encode()),
+        *security_headers([]),
+    ]
+    head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    access_log.warning(json.dumps({"event": "unparsable_request", "request_id": request_id}))
+    return b"HTTP/1.1 400 Bad Request\r\n" + head + b"\r\n" + body
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

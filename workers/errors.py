@@ -109,6 +109,24 @@ class QueueFull(TensorlensError):
     title = "Too many requests"
 
 
+class RateLimited(QueueFull):
+    """The client is over its request rate; retry later (context: `retry_after_s`)."""
+
+    title = "Rate limit exceeded"
+
+
+class Unauthorized(TensorlensError):
+    """The request needs an API key and carries none, or one that is not valid."""
+
+    title = "Unauthorized"
+
+
+class Forbidden(TensorlensError):
+    """The API key is valid but its role may not do this (context: `required_role`)."""
+
+    title = "Forbidden"
+
+
 class WorkTimeout(TensorlensError):
     """The work did not finish within the per-request timeout (context: `timeout_s`)."""
 

@@ -33,17 +33,20 @@ from __future__ import annotations
 import contextlib
 import email.message
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_params_to_args
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.routing import request_response
 
+from service.errors import unparsable_body
 from service.routes import operation_id
+from workers.errors import InvalidParameter
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
@@ -100,8 +103,12 @@ class LeanRoute(APIRoute):
                 "max_body_size: read those from the request)"
             )
         body = (body_fields[0].name, body_model) if body_fields else None
+        query_names = frozenset(field.alias for field in query_fields)
+        refuse_unknown_query = self.path.startswith("/v1/")
 
         async def handler(request: Request) -> Response:
+            if refuse_unknown_query and request.scope["query_string"]:
+                check_query_names(request, query_names)
             # As FastAPI: a body that is no JSON fails alone and first; otherwise the
             # errors of the path, the query and the body are reported together.
             errors: list[Any] = []
@@ -127,6 +134,37 @@ class LeanRoute(APIRoute):
             return response
 
         return handler
+
+
+def check_query_names(request: Request, declared: frozenset[str]) -> None:
+    """Refuse a query parameter the route does not declare (most likely a mistyped one)."""
+    unknown = set(request.query_params) - declared
+    if unknown:
+        takes = ", ".join(f"`{name}`" for name in sorted(declared)) or "none"
+        raise InvalidParameter(min(unknown), f"unknown query parameter; this route takes {takes}")
+
+
+async def refuse_unknown_query(request: Request) -> None:
+    """A router dependency: :func:`check_query_names` against the matched route's own
+    query parameters (its dependencies' included)."""
+    route = request.scope.get("route")
+    if request.scope["query_string"] and isinstance(route, APIRoute):
+        check_query_names(request, _declared_query_names(route))
+
+
+def _declared_query_names(route: APIRoute) -> frozenset[str]:
+    # Kept on the route (routes compare by value, so they cannot be cache keys).
+    names: frozenset[str] | None = getattr(route, "_tensorlens_query_names", None)
+    if names is None:
+        names = frozenset(_query_names(route.dependant))
+        route._tensorlens_query_names = names  # type: ignore[attr-defined]
+    return names
+
+
+def _query_names(dependant: Dependant) -> Iterator[str]:
+    yield from (field.alias for field in dependant.query_params)
+    for dependency in dependant.dependencies:
+        yield from _query_names(dependency)
 
 
 def _is_model(annotation: Any) -> bool:
@@ -197,8 +235,8 @@ def _read_body_as_fastapi_does(body: bytes, is_json: bool, schema: type[BodyT]) 
                 "ctx": {"error": exc.msg},
             }
             raise RequestValidationError([error], body=exc.doc) from exc
-        except ValueError as exc:  # e.g. bytes that are no Unicode text
-            raise HTTPException(400, "There was an error parsing the body") from exc
+        except (ValueError, RecursionError) as exc:  # no Unicode text, or nested too deeply
+            raise unparsable_body(exc) from exc
     try:
         return schema.model_validate(data, from_attributes=True)
     except ValidationError as exc:

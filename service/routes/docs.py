@@ -57,7 +57,6 @@ def _content_security_policy(html: str) -> str:
 
 def _held_to_this_origin(page: HTMLResponse) -> HTMLResponse:
     page.headers["Content-Security-Policy"] = _content_security_policy(bytes(page.body).decode())
-    page.headers["X-Content-Type-Options"] = "nosniff"
     return page
 
 

@@ -71,9 +71,8 @@ def _serve(name: str, if_none_match: str | None) -> Response:
         "ETag": file.etag,
         # Revalidated on each load (a 304 costs a round trip), so a new release shows.
         "Cache-Control": "no-cache",
-        "X-Content-Type-Options": "nosniff",
+        # nosniff and Referrer-Policy: on every answer (service/observability.py).
         "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-        "Referrer-Policy": "no-referrer",
     }
     if if_none_match is not None and file.etag in if_none_match:
         return Response(status_code=304, headers=headers)

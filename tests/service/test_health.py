@@ -70,7 +70,7 @@ async def test_unknown_route_is_a_problem_document(client: httpx.AsyncClient) ->
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
-    assert body["status"] == 404 and body["type"] == "about:blank"
+    assert body["status"] == 404 and body["type"] == "/problems/not-found"
     assert body["instance"] == "/no/such/route" and body["request_id"] == "r1"
 
 

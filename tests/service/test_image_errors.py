@@ -264,7 +264,9 @@ async def test_too_many_steps(limited: httpx.AsyncClient) -> None:
 
 async def test_full_queue_answers_429_with_retry_after(make_client) -> None:
     # One worker on either backend: the Ray test cluster has 2 CPUs.
-    async with make_client(image_workers=1, ray_image_cpus=2, max_queue_depth=1) as c:
+    async with make_client(
+        image_workers=1, ray_image_cpus=2, max_queue_depth=1, retry_after_s=7
+    ) as c:
         pool = c.app.state.pool  # type: ignore[attr-defined]
         slow = "/v1/images/equalize_adapthist?sample=astronaut&kernel_size=8&include_image=false"
         running = asyncio.ensure_future(c.post(slow))
@@ -275,7 +277,7 @@ async def test_full_queue_answers_429_with_retry_after(make_client) -> None:
         assert not running.done()  # refused at once, not after waiting for a worker
         for response in rejected:
             assert_problem(response, 429, "queue-full")
-            assert response.headers["retry-after"] == "1"
+            assert response.headers["retry-after"] == "7"  # the setting, not the default
         assert (await running).status_code == 200
         assert (await queued).status_code == 200
         assert (await c.post(slow)).status_code == 200
