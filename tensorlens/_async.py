@@ -16,9 +16,10 @@ import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from tensorlens import _asgi, _core
-from tensorlens._core import Accept, ImageInput, PlotKind
+from tensorlens._core import Accept, ExportFormat, ImageInput, PlotKind
 from tensorlens.errors import StreamDropped, error_for
 from tensorlens.types import (
+    Alias,
     Health,
     ImageResult,
     InferRequest,
@@ -28,12 +29,15 @@ from tensorlens.types import (
     ModelMetadata,
     ModelReady,
     ModelsPage,
+    ModelVersion,
     OpInfo,
     Prediction,
     Progress,
     Readiness,
+    RepositoryModel,
     SampleInfo,
     ServerLive,
+    ServerMetadata,
     ServerReady,
     Training,
     TrainingConfig,
@@ -50,7 +54,8 @@ class AsyncClient(_core.BaseClient):
 
     ``retries`` (0 by default: opt in) resends a request answered 429, or 503 with
     ``Retry-After``, after the time the server asks for, at most that many times and
-    only while it asks for no more than ``max_retry_wait_s``. ``max_reconnects``
+    only while it asks for no more than ``max_retry_wait_s``. ``api_key`` is sent as
+    ``Authorization: Bearer`` with every request. ``max_reconnects``
     bounds how often in a row :meth:`training_events` reconnects to a dropped stream.
     ``transport`` is any httpx transport; :meth:`from_app` builds the in-process one.
     """
@@ -62,6 +67,7 @@ class AsyncClient(_core.BaseClient):
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float | httpx.Timeout = _core.DEFAULT_TIMEOUT_S,
         headers: Mapping[str, str] | None = None,
+        api_key: str | None = None,
         retries: int = 0,
         max_retry_wait_s: float = 60.0,
         max_reconnects: int = 5,
@@ -70,7 +76,10 @@ class AsyncClient(_core.BaseClient):
             retries=retries, max_retry_wait_s=max_retry_wait_s, max_reconnects=max_reconnects
         )
         self._http = httpx.AsyncClient(
-            base_url=base_url, transport=transport, timeout=timeout, headers=headers
+            base_url=base_url,
+            transport=transport,
+            timeout=timeout,
+            headers=_core.with_api_key(headers, api_key),
         )
 
     # region from_app
@@ -82,6 +91,7 @@ class AsyncClient(_core.BaseClient):
         *,
         timeout: float | httpx.Timeout = _core.DEFAULT_TIMEOUT_S,
         headers: Mapping[str, str] | None = None,
+        api_key: str | None = None,
         retries: int = 0,
         max_retry_wait_s: float = 60.0,
         max_reconnects: int = 5,
@@ -95,6 +105,7 @@ class AsyncClient(_core.BaseClient):
                 transport=httpx.ASGITransport(app=app),
                 timeout=timeout,
                 headers=headers,
+                api_key=api_key,
                 retries=retries,
                 max_retry_wait_s=max_retry_wait_s,
                 max_reconnects=max_reconnects,
@@ -159,7 +170,8 @@ class AsyncClient(_core.BaseClient):
     #
     # Every op takes the image as bytes, a path or a binary file (``image``), or a
     # bundled sample's name (``sample=``). ``accept="png"`` answers with the resulting
-    # PNG's bytes; the default, JSON, with an :class:`ImageResult` (its ``png`` unless
+    # PNG's bytes (``"npy"``: the exact array as .npy bytes, ``"tiff"``: a TIFF); the
+    # default, JSON, with an :class:`ImageResult` (its ``png`` unless
     # ``include_image=False``).
 
     async def list_ops(self) -> list[OpInfo]:
@@ -184,7 +196,7 @@ class AsyncClient(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def pipeline(
         self,
@@ -236,7 +248,7 @@ class AsyncClient(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def rgb2gray(
         self,
@@ -270,7 +282,7 @@ class AsyncClient(_core.BaseClient):
         sample: str | None = None,
         index: int = 0,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def channel(
         self,
@@ -303,7 +315,7 @@ class AsyncClient(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def rgb2bgr(
         self,
@@ -339,7 +351,7 @@ class AsyncClient(_core.BaseClient):
         row: int,
         col: int,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def pixel(
         self,
@@ -383,7 +395,7 @@ class AsyncClient(_core.BaseClient):
         col_stop: int | None = None,
         value: float | Sequence[float] = 0,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def fill(
         self,
@@ -434,7 +446,7 @@ class AsyncClient(_core.BaseClient):
         value: float | Sequence[float] = 255,
         channel: int | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def set_where(
         self,
@@ -481,7 +493,7 @@ class AsyncClient(_core.BaseClient):
         threshold: float = 160,
         color: Sequence[float] = (255, 0, 0),
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def recolor(
         self,
@@ -516,7 +528,7 @@ class AsyncClient(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def img_as_float(
         self,
@@ -548,7 +560,7 @@ class AsyncClient(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def img_as_ubyte(
         self,
@@ -580,7 +592,7 @@ class AsyncClient(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def img_as_uint(
         self,
@@ -612,7 +624,7 @@ class AsyncClient(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def img_as_int(
         self,
@@ -648,7 +660,7 @@ class AsyncClient(_core.BaseClient):
         bins: int = 256,
         source_range: Literal["image", "dtype"] = "image",
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def histogram(
         self,
@@ -684,7 +696,7 @@ class AsyncClient(_core.BaseClient):
         sample: str | None = None,
         bins: int = 256,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def cumulative_distribution(
         self,
@@ -721,7 +733,7 @@ class AsyncClient(_core.BaseClient):
         method: Literal["value", "otsu"] = "otsu",
         value: float | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def threshold(
         self,
@@ -763,7 +775,7 @@ class AsyncClient(_core.BaseClient):
         high_threshold: float | None = None,
         use_quantiles: bool = False,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def canny(
         self,
@@ -804,7 +816,7 @@ class AsyncClient(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def fill_holes(
         self,
@@ -840,7 +852,7 @@ class AsyncClient(_core.BaseClient):
         low: float = 2,
         high: float = 98,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def rescale_intensity(
         self,
@@ -876,7 +888,7 @@ class AsyncClient(_core.BaseClient):
         sample: str | None = None,
         nbins: int = 256,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def equalize_hist(
         self,
@@ -915,7 +927,7 @@ class AsyncClient(_core.BaseClient):
         kernel_size: int | Sequence[int] | None = None,
         nbins: int = 256,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     async def equalize_adapthist(
         self,
@@ -940,9 +952,15 @@ class AsyncClient(_core.BaseClient):
 
     # Trainings ---------------------------------------------------------------
 
-    async def create_training(self, config: TrainingConfig | Mapping[str, Any]) -> Training:
-        """Queue a training (a :class:`SpiralConfig`, :class:`RegressionConfig` or a dict)."""
-        return await self._request(_core.create_training(config))
+    async def create_training(
+        self, config: TrainingConfig | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Training:
+        """Queue a training (a :class:`SpiralConfig`, :class:`RegressionConfig` or a dict).
+
+        With ``idempotency_key``, sending the same config again (a retry after a dropped
+        connection) returns the job the first call made instead of queuing another.
+        """
+        return await self._request(_core.create_training(config, idempotency_key))
 
     async def list_trainings(
         self, *, limit: int = 50, offset: int = 0, status: JobStatus | None = None
@@ -1038,17 +1056,62 @@ class AsyncClient(_core.BaseClient):
     async def delete_model(self, model_id: str) -> None:
         await self._request(_core.delete_model(model_id))
 
-    async def model_plot(self, model_id: str, kind: PlotKind) -> bytes:
-        """A PNG: ``dataset``, ``decision-boundary``, ``curves`` or ``fit`` (regression)."""
-        return await self._request(_core.model_plot(model_id, kind))
+    async def model_plot(
+        self,
+        model_id: str,
+        kind: PlotKind,
+        *,
+        version: int | None = None,
+        alias: str | None = None,
+    ) -> bytes:
+        """A PNG: ``dataset``, ``decision-boundary``, ``curves`` or ``fit`` (regression),
+        of the version ``version`` or ``alias`` names, else the one served."""
+        return await self._request(_core.model_plot(model_id, kind, version, alias))
+
+    async def get_model_version(self, name: str, version: int) -> ModelVersion:
+        return await self._request(_core.get_model_version(name, version))
+
+    async def delete_model_version(self, name: str, version: int) -> None:
+        """Remove one version; a :class:`Conflict` while an alias points at it."""
+        await self._request(_core.delete_model_version(name, version))
+
+    async def set_alias(self, name: str, alias: str, version: int) -> Alias:
+        """Point ``alias`` (e.g. ``production``; ``default`` is what a bare name serves) at
+        ``version``, creating or moving it in one step."""
+        return await self._request(_core.set_alias(name, alias, version))
+
+    async def delete_alias(self, name: str, alias: str) -> None:
+        await self._request(_core.delete_alias(name, alias))
+
+    async def export_model(
+        self,
+        model_id: str,
+        format: ExportFormat = "onnx",
+        *,
+        version: int | None = None,
+        alias: str | None = None,
+    ) -> bytes:
+        """The model as an ONNX file, or (``format="triton"``) a zip of a Triton model
+        repository; the version ``version`` or ``alias`` names, else the one served."""
+        return await self._request(_core.export_model(model_id, format, version, alias))
 
     async def predict(
-        self, model_id: str, inputs: Sequence[Sequence[float]] | Sequence[float]
+        self,
+        model_id: str,
+        inputs: Sequence[Sequence[float]] | Sequence[float],
+        *,
+        version: int | None = None,
+        alias: str | None = None,
     ) -> Prediction:
-        """Classes and probabilities (spiral), or mean and ensemble std (regression)."""
-        return await self._request(_core.predict(model_id, inputs))
+        """Classes and probabilities (spiral), or mean and ensemble std (regression), from
+        the version ``version`` or ``alias`` names, else the one the name serves."""
+        return await self._request(_core.predict(model_id, inputs, version, alias))
 
     # Open Inference Protocol v2 ----------------------------------------------
+
+    async def server_metadata(self) -> ServerMetadata:
+        """The server's name, version and the protocol extensions it implements."""
+        return await self._request(_core.server_metadata())
 
     async def server_live(self) -> ServerLive:
         return await self._request(_core.server_live())
@@ -1057,14 +1120,36 @@ class AsyncClient(_core.BaseClient):
         """``ready`` is False (not an error) while the server cannot infer."""
         return await self._request(_core.server_ready())
 
-    async def model_metadata(self, model_id: str) -> ModelMetadata:
-        return await self._request(_core.model_metadata(model_id))
+    async def model_metadata(
+        self, model_id: str, version: int | str | None = None
+    ) -> ModelMetadata:
+        """Tensors of ``version`` (a number or an alias; else the server's policy's), and
+        every version of the model."""
+        return await self._request(_core.model_metadata(model_id, version))
 
-    async def model_ready(self, model_id: str) -> ModelReady:
-        return await self._request(_core.model_ready(model_id))
+    async def model_ready(self, model_id: str, version: int | str | None = None) -> ModelReady:
+        """``ready`` is False (not an error) while the version is not loaded."""
+        return await self._request(_core.model_ready(model_id, version))
 
     async def infer(
-        self, model_id: str, request: InferRequest | Mapping[str, Any]
+        self,
+        model_id: str,
+        request: InferRequest | Mapping[str, Any],
+        version: int | str | None = None,
     ) -> InferResponse:
-        """Inference with the protocol's tensor JSON."""
-        return await self._request(_core.infer(model_id, request))
+        """Inference with the protocol's tensor JSON, on ``version`` (a number or an
+        alias; else the server's policy's)."""
+        return await self._request(_core.infer(model_id, request, version))
+
+    async def repository_index(self, ready: bool = False) -> list[RepositoryModel]:
+        """Every version of every model and whether it is loaded (only loaded ones with
+        ``ready=True``)."""
+        return await self._request(_core.repository_index(ready))
+
+    async def load_model(self, model_id: str) -> None:
+        """Load the version the server's policy serves into its cache."""
+        await self._request(_core.load_model(model_id))
+
+    async def unload_model(self, model_id: str) -> None:
+        """Take the model's versions out of the server's cache (its files stay)."""
+        await self._request(_core.unload_model(model_id))

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from tensorlens.errors import error_for, parse_retry_after
 from tensorlens.types import (
+    Alias,
     Health,
     ImageResult,
     InferRequest,
@@ -32,12 +33,15 @@ from tensorlens.types import (
     ModelMetadata,
     ModelReady,
     ModelsPage,
+    ModelVersion,
     OpInfo,
     Prediction,
     Progress,
     Readiness,
+    RepositoryModel,
     SampleInfo,
     ServerLive,
+    ServerMetadata,
     ServerReady,
     Training,
     TrainingConfig,
@@ -47,17 +51,21 @@ from tensorlens.types import (
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-#: How an image route answers: its JSON summary (:class:`ImageResult`) or the PNG alone.
-Accept = Literal["json", "png"]
+#: How an image route answers: its JSON summary (:class:`ImageResult`), or the image
+#: alone as PNG, as NumPy's .npy (the exact array: ``numpy.load(io.BytesIO(answer))``)
+#: or as TIFF (float samples kept).
+Accept = Literal["json", "png", "npy", "tiff"]
 #: An image to upload: its bytes, a path to it, or a binary file open for reading.
 ImageInput = bytes | str | os.PathLike[str] | IO[bytes] | None
 PlotKind = Literal["dataset", "decision-boundary", "curves", "fit"]
+#: ``onnx``: the model file; ``triton``: a zip of a Triton model repository.
+ExportFormat = Literal["onnx", "triton"]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 #: Image work may wait in the server's queue up to its request timeout (30 s by default).
 DEFAULT_TIMEOUT_S = 60.0
 PNG = "image/png"
-_ACCEPT = {"json": "application/json", "png": PNG}
+_ACCEPT = {"json": "application/json", "png": PNG, "npy": "application/x-npy", "tiff": "image/tiff"}
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,12 @@ class BaseClient:
 
 
 # Reading answers ---------------------------------------------------------------
+
+
+def with_api_key(headers: Mapping[str, str] | None, api_key: str | None) -> dict[str, str]:
+    """``headers`` plus the API key as a Bearer token, when there is one."""
+    auth = {"Authorization": f"Bearer {api_key}"} if api_key is not None else {}
+    return {**(headers or {}), **auth}
 
 
 def _model(cls: type[M]) -> Callable[[httpx.Response], M]:
@@ -235,7 +249,7 @@ def _image_call(
 
 
 def _image_answer(accept: Accept) -> Callable[[httpx.Response], ImageResult | bytes]:
-    return _content if accept == "png" else _model(ImageResult)
+    return _model(ImageResult) if accept == "json" else _content
 
 
 def image_op(
@@ -285,9 +299,18 @@ def config_body(config: TrainingConfig | Mapping[str, Any]) -> dict[str, Any]:
     return dict(config)
 
 
-def create_training(config: TrainingConfig | Mapping[str, Any]) -> Call[Training]:
+def create_training(
+    config: TrainingConfig | Mapping[str, Any], idempotency_key: str | None = None
+) -> Call[Training]:
+    # 200: a submission repeated with its key, answered with the job it made.
+    headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
     return Call(
-        "POST", "/v1/trainings", _model(Training), json=config_body(config), ok=frozenset({202})
+        "POST",
+        "/v1/trainings",
+        _model(Training),
+        json=config_body(config),
+        headers=headers,
+        ok=frozenset({200, 202}),
     )
 
 
@@ -351,14 +374,51 @@ def delete_model(model_id: str) -> Call[None]:
     return Call("DELETE", url, _nothing, ok=frozenset({204}))
 
 
-def model_plot(model_id: str, kind: PlotKind) -> Call[bytes]:
+def model_plot(
+    model_id: str, kind: PlotKind, version: int | None, alias: str | None
+) -> Call[bytes]:
     url = _path("/v1/models/{}/plots/{}", model_id, kind)
-    return Call("GET", url, _content, headers={"Accept": PNG})
+    params = _query({"version": version, "alias": alias})
+    return Call("GET", url, _content, headers={"Accept": PNG}, params=params)
 
 
-def predict(model_id: str, inputs: Sequence[Sequence[float]] | Sequence[float]) -> Call[Prediction]:
+def get_model_version(name: str, version: int) -> Call[ModelVersion]:
+    url = _path("/v1/models/{}/versions/{}", name, str(version))
+    return Call("GET", url, _model(ModelVersion))
+
+
+def delete_model_version(name: str, version: int) -> Call[None]:
+    url = _path("/v1/models/{}/versions/{}", name, str(version))
+    return Call("DELETE", url, _nothing, ok=frozenset({204}))
+
+
+def set_alias(name: str, alias: str, version: int) -> Call[Alias]:
+    url = _path("/v1/models/{}/aliases/{}", name, alias)
+    return Call("PUT", url, _model(Alias), json={"version": version})
+
+
+def delete_alias(name: str, alias: str) -> Call[None]:
+    url = _path("/v1/models/{}/aliases/{}", name, alias)
+    return Call("DELETE", url, _nothing, ok=frozenset({204}))
+
+
+def export_model(
+    model_id: str, format: ExportFormat, version: int | None, alias: str | None
+) -> Call[bytes]:
+    params = _query({"format": format, "version": version, "alias": alias})
+    return Call("GET", _path("/v1/models/{}/export", model_id), _content, params=params)
+
+
+def predict(
+    model_id: str,
+    inputs: Sequence[Sequence[float]] | Sequence[float],
+    version: int | None = None,
+    alias: str | None = None,
+) -> Call[Prediction]:
     body = {"inputs": [list(row) if isinstance(row, Sequence) else row for row in inputs]}
-    return Call("POST", _path("/v1/models/{}/predict", model_id), _model(Prediction), json=body)
+    url = _path("/v1/models/{}/predict", model_id)
+    params = _query({"version": version, "alias": alias})
+    return Call("POST", url, _model(Prediction), json=body, params=params)
 
 
 # Open Inference Protocol v2 ----------------------------------------------------
@@ -373,18 +433,46 @@ def server_ready() -> Call[ServerReady]:
     return Call("GET", "/v2/health/ready", _model(ServerReady), ok=frozenset({200, 503}))
 
 
-def model_metadata(model_id: str) -> Call[ModelMetadata]:
-    return Call("GET", _path("/v2/models/{}", model_id), _model(ModelMetadata))
+def server_metadata() -> Call[ServerMetadata]:
+    return Call("GET", "/v2", _model(ServerMetadata))
 
 
-def model_ready(model_id: str) -> Call[ModelReady]:
-    return Call("GET", _path("/v2/models/{}/ready", model_id), _model(ModelReady))
+def _v2_model(name: str, version: int | str | None, tail: str = "") -> str:
+    # A version is a number or an alias; without one, the server's policy chooses.
+    if version is None:
+        return _path("/v2/models/{}", name) + tail
+    return _path("/v2/models/{}/versions/{}", name, str(version)) + tail
 
 
-def infer(model_id: str, request: InferRequest | Mapping[str, Any]) -> Call[InferResponse]:
+def model_metadata(model_id: str, version: int | str | None = None) -> Call[ModelMetadata]:
+    return Call("GET", _v2_model(model_id, version), _model(ModelMetadata))
+
+
+def model_ready(model_id: str, version: int | str | None = None) -> Call[ModelReady]:
+    # Not loaded is an answer, not an error: 503 with {"ready": false}.
+    url = _v2_model(model_id, version, "/ready")
+    return Call("GET", url, _model(ModelReady), ok=frozenset({200, 503}))
+
+
+def infer(
+    model_id: str, request: InferRequest | Mapping[str, Any], version: int | str | None = None
+) -> Call[InferResponse]:
     body = (
         request.model_dump(mode="json", exclude_none=True)
         if isinstance(request, InferRequest)
         else dict(request)
     )
-    return Call("POST", _path("/v2/models/{}/infer", model_id), _model(InferResponse), json=body)
+    return Call("POST", _v2_model(model_id, version, "/infer"), _model(InferResponse), json=body)
+
+
+def repository_index(ready: bool) -> Call[list[RepositoryModel]]:
+    body = {"ready": ready}
+    return Call("POST", "/v2/repository/index", _models(RepositoryModel), json=body)
+
+
+def load_model(name: str) -> Call[None]:
+    return Call("POST", _path("/v2/repository/models/{}/load", name), _nothing)
+
+
+def unload_model(name: str) -> Call[None]:
+    return Call("POST", _path("/v2/repository/models/{}/unload", name), _nothing)

@@ -17,9 +17,10 @@ import httpx
 from httpx_sse import ServerSentEvent, connect_sse
 
 from tensorlens import _asgi, _core
-from tensorlens._core import Accept, ImageInput, PlotKind
+from tensorlens._core import Accept, ExportFormat, ImageInput, PlotKind
 from tensorlens.errors import StreamDropped, error_for
 from tensorlens.types import (
+    Alias,
     Health,
     ImageResult,
     InferRequest,
@@ -29,12 +30,15 @@ from tensorlens.types import (
     ModelMetadata,
     ModelReady,
     ModelsPage,
+    ModelVersion,
     OpInfo,
     Prediction,
     Progress,
     Readiness,
+    RepositoryModel,
     SampleInfo,
     ServerLive,
+    ServerMetadata,
     ServerReady,
     Training,
     TrainingConfig,
@@ -51,7 +55,8 @@ class Client(_core.BaseClient):
 
     ``retries`` (0 by default: opt in) resends a request answered 429, or 503 with
     ``Retry-After``, after the time the server asks for, at most that many times and
-    only while it asks for no more than ``max_retry_wait_s``. ``max_reconnects``
+    only while it asks for no more than ``max_retry_wait_s``. ``api_key`` is sent as
+    ``Authorization: Bearer`` with every request. ``max_reconnects``
     bounds how often in a row :meth:`training_events` reconnects to a dropped stream.
     ``transport`` is any httpx transport; :meth:`from_app` builds the in-process one.
     """
@@ -63,6 +68,7 @@ class Client(_core.BaseClient):
         transport: httpx.BaseTransport | None = None,
         timeout: float | httpx.Timeout = _core.DEFAULT_TIMEOUT_S,
         headers: Mapping[str, str] | None = None,
+        api_key: str | None = None,
         retries: int = 0,
         max_retry_wait_s: float = 60.0,
         max_reconnects: int = 5,
@@ -71,7 +77,10 @@ class Client(_core.BaseClient):
             retries=retries, max_retry_wait_s=max_retry_wait_s, max_reconnects=max_reconnects
         )
         self._http = httpx.Client(
-            base_url=base_url, transport=transport, timeout=timeout, headers=headers
+            base_url=base_url,
+            transport=transport,
+            timeout=timeout,
+            headers=_core.with_api_key(headers, api_key),
         )
 
     # region from_app
@@ -83,6 +92,7 @@ class Client(_core.BaseClient):
         *,
         timeout: float | httpx.Timeout = _core.DEFAULT_TIMEOUT_S,
         headers: Mapping[str, str] | None = None,
+        api_key: str | None = None,
         retries: int = 0,
         max_retry_wait_s: float = 60.0,
         max_reconnects: int = 5,
@@ -97,6 +107,7 @@ class Client(_core.BaseClient):
             transport=transport,
             timeout=timeout,
             headers=headers,
+            api_key=api_key,
             retries=retries,
             max_retry_wait_s=max_retry_wait_s,
             max_reconnects=max_reconnects,
@@ -160,7 +171,8 @@ class Client(_core.BaseClient):
     #
     # Every op takes the image as bytes, a path or a binary file (``image``), or a
     # bundled sample's name (``sample=``). ``accept="png"`` answers with the resulting
-    # PNG's bytes; the default, JSON, with an :class:`ImageResult` (its ``png`` unless
+    # PNG's bytes (``"npy"``: the exact array as .npy bytes, ``"tiff"``: a TIFF); the
+    # default, JSON, with an :class:`ImageResult` (its ``png`` unless
     # ``include_image=False``).
 
     def list_ops(self) -> list[OpInfo]:
@@ -185,7 +197,7 @@ class Client(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def pipeline(
         self,
@@ -237,7 +249,7 @@ class Client(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def rgb2gray(
         self,
@@ -271,7 +283,7 @@ class Client(_core.BaseClient):
         sample: str | None = None,
         index: int = 0,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def channel(
         self,
@@ -304,7 +316,7 @@ class Client(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def rgb2bgr(
         self,
@@ -340,7 +352,7 @@ class Client(_core.BaseClient):
         row: int,
         col: int,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def pixel(
         self,
@@ -382,7 +394,7 @@ class Client(_core.BaseClient):
         col_stop: int | None = None,
         value: float | Sequence[float] = 0,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def fill(
         self,
@@ -431,7 +443,7 @@ class Client(_core.BaseClient):
         value: float | Sequence[float] = 255,
         channel: int | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def set_where(
         self,
@@ -478,7 +490,7 @@ class Client(_core.BaseClient):
         threshold: float = 160,
         color: Sequence[float] = (255, 0, 0),
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def recolor(
         self,
@@ -513,7 +525,7 @@ class Client(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def img_as_float(
         self,
@@ -545,7 +557,7 @@ class Client(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def img_as_ubyte(
         self,
@@ -577,7 +589,7 @@ class Client(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def img_as_uint(
         self,
@@ -609,7 +621,7 @@ class Client(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def img_as_int(
         self,
@@ -645,7 +657,7 @@ class Client(_core.BaseClient):
         bins: int = 256,
         source_range: Literal["image", "dtype"] = "image",
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def histogram(
         self,
@@ -681,7 +693,7 @@ class Client(_core.BaseClient):
         sample: str | None = None,
         bins: int = 256,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def cumulative_distribution(
         self,
@@ -718,7 +730,7 @@ class Client(_core.BaseClient):
         method: Literal["value", "otsu"] = "otsu",
         value: float | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def threshold(
         self,
@@ -760,7 +772,7 @@ class Client(_core.BaseClient):
         high_threshold: float | None = None,
         use_quantiles: bool = False,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def canny(
         self,
@@ -799,7 +811,7 @@ class Client(_core.BaseClient):
         *,
         sample: str | None = None,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def fill_holes(
         self,
@@ -835,7 +847,7 @@ class Client(_core.BaseClient):
         low: float = 2,
         high: float = 98,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def rescale_intensity(
         self,
@@ -871,7 +883,7 @@ class Client(_core.BaseClient):
         sample: str | None = None,
         nbins: int = 256,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def equalize_hist(
         self,
@@ -910,7 +922,7 @@ class Client(_core.BaseClient):
         kernel_size: int | Sequence[int] | None = None,
         nbins: int = 256,
         include_image: bool = True,
-        accept: Literal["png"],
+        accept: Literal["png", "npy", "tiff"],
     ) -> bytes: ...
     def equalize_adapthist(
         self,
@@ -935,9 +947,15 @@ class Client(_core.BaseClient):
 
     # Trainings ---------------------------------------------------------------
 
-    def create_training(self, config: TrainingConfig | Mapping[str, Any]) -> Training:
-        """Queue a training (a :class:`SpiralConfig`, :class:`RegressionConfig` or a dict)."""
-        return self._request(_core.create_training(config))
+    def create_training(
+        self, config: TrainingConfig | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Training:
+        """Queue a training (a :class:`SpiralConfig`, :class:`RegressionConfig` or a dict).
+
+        With ``idempotency_key``, sending the same config again (a retry after a dropped
+        connection) returns the job the first call made instead of queuing another.
+        """
+        return self._request(_core.create_training(config, idempotency_key))
 
     def list_trainings(
         self, *, limit: int = 50, offset: int = 0, status: JobStatus | None = None
@@ -1031,17 +1049,62 @@ class Client(_core.BaseClient):
     def delete_model(self, model_id: str) -> None:
         self._request(_core.delete_model(model_id))
 
-    def model_plot(self, model_id: str, kind: PlotKind) -> bytes:
-        """A PNG: ``dataset``, ``decision-boundary``, ``curves`` or ``fit`` (regression)."""
-        return self._request(_core.model_plot(model_id, kind))
+    def model_plot(
+        self,
+        model_id: str,
+        kind: PlotKind,
+        *,
+        version: int | None = None,
+        alias: str | None = None,
+    ) -> bytes:
+        """A PNG: ``dataset``, ``decision-boundary``, ``curves`` or ``fit`` (regression),
+        of the version ``version`` or ``alias`` names, else the one served."""
+        return self._request(_core.model_plot(model_id, kind, version, alias))
+
+    def get_model_version(self, name: str, version: int) -> ModelVersion:
+        return self._request(_core.get_model_version(name, version))
+
+    def delete_model_version(self, name: str, version: int) -> None:
+        """Remove one version; a :class:`Conflict` while an alias points at it."""
+        self._request(_core.delete_model_version(name, version))
+
+    def set_alias(self, name: str, alias: str, version: int) -> Alias:
+        """Point ``alias`` (e.g. ``production``; ``default`` is what a bare name serves) at
+        ``version``, creating or moving it in one step."""
+        return self._request(_core.set_alias(name, alias, version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._request(_core.delete_alias(name, alias))
+
+    def export_model(
+        self,
+        model_id: str,
+        format: ExportFormat = "onnx",
+        *,
+        version: int | None = None,
+        alias: str | None = None,
+    ) -> bytes:
+        """The model as an ONNX file, or (``format="triton"``) a zip of a Triton model
+        repository; the version ``version`` or ``alias`` names, else the one served."""
+        return self._request(_core.export_model(model_id, format, version, alias))
 
     def predict(
-        self, model_id: str, inputs: Sequence[Sequence[float]] | Sequence[float]
+        self,
+        model_id: str,
+        inputs: Sequence[Sequence[float]] | Sequence[float],
+        *,
+        version: int | None = None,
+        alias: str | None = None,
     ) -> Prediction:
-        """Classes and probabilities (spiral), or mean and ensemble std (regression)."""
-        return self._request(_core.predict(model_id, inputs))
+        """Classes and probabilities (spiral), or mean and ensemble std (regression), from
+        the version ``version`` or ``alias`` names, else the one the name serves."""
+        return self._request(_core.predict(model_id, inputs, version, alias))
 
     # Open Inference Protocol v2 ----------------------------------------------
+
+    def server_metadata(self) -> ServerMetadata:
+        """The server's name, version and the protocol extensions it implements."""
+        return self._request(_core.server_metadata())
 
     def server_live(self) -> ServerLive:
         return self._request(_core.server_live())
@@ -1050,12 +1113,34 @@ class Client(_core.BaseClient):
         """``ready`` is False (not an error) while the server cannot infer."""
         return self._request(_core.server_ready())
 
-    def model_metadata(self, model_id: str) -> ModelMetadata:
-        return self._request(_core.model_metadata(model_id))
+    def model_metadata(self, model_id: str, version: int | str | None = None) -> ModelMetadata:
+        """Tensors of ``version`` (a number or an alias; else the server's policy's), and
+        every version of the model."""
+        return self._request(_core.model_metadata(model_id, version))
 
-    def model_ready(self, model_id: str) -> ModelReady:
-        return self._request(_core.model_ready(model_id))
+    def model_ready(self, model_id: str, version: int | str | None = None) -> ModelReady:
+        """``ready`` is False (not an error) while the version is not loaded."""
+        return self._request(_core.model_ready(model_id, version))
 
-    def infer(self, model_id: str, request: InferRequest | Mapping[str, Any]) -> InferResponse:
-        """Inference with the protocol's tensor JSON."""
-        return self._request(_core.infer(model_id, request))
+    def infer(
+        self,
+        model_id: str,
+        request: InferRequest | Mapping[str, Any],
+        version: int | str | None = None,
+    ) -> InferResponse:
+        """Inference with the protocol's tensor JSON, on ``version`` (a number or an
+        alias; else the server's policy's)."""
+        return self._request(_core.infer(model_id, request, version))
+
+    def repository_index(self, ready: bool = False) -> list[RepositoryModel]:
+        """Every version of every model and whether it is loaded (only loaded ones with
+        ``ready=True``)."""
+        return self._request(_core.repository_index(ready))
+
+    def load_model(self, model_id: str) -> None:
+        """Load the version the server's policy serves into its cache."""
+        self._request(_core.load_model(model_id))
+
+    def unload_model(self, model_id: str) -> None:
+        """Take the model's versions out of the server's cache (its files stay)."""
+        self._request(_core.unload_model(model_id))

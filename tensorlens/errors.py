@@ -20,22 +20,27 @@ from tensorlens.types import Problem
 
 __all__ = [
     "ApiError",
+    "BadRequest",
     "Conflict",
+    "Forbidden",
     "ImageTooLarge",
     "IncompatibleImage",
     "InternalError",
     "InvalidImage",
     "InvalidInput",
     "InvalidParameter",
+    "MethodNotAllowed",
     "ModelUnavailable",
     "NotFound",
     "PayloadTooLarge",
     "PoolUnavailable",
     "QueueFull",
+    "RateLimited",
     "ServiceUnavailable",
     "StreamDropped",
     "TensorlensError",
     "TooManySteps",
+    "Unauthorized",
     "UnsupportedMediaType",
     "WorkTimeout",
     "WorkerDied",
@@ -147,6 +152,26 @@ class QueueFull(ApiError):
         return None
 
 
+class RateLimited(QueueFull):
+    """429: this client is over the server's rate limit; retry after :attr:`retry_after_s`."""
+
+
+class BadRequest(ApiError):
+    """400: the request is not well-formed (e.g. broken multipart framing)."""
+
+
+class Unauthorized(ApiError):
+    """401: the route needs an API key (``Client(api_key=...)``), or the key is not valid."""
+
+
+class Forbidden(ApiError):
+    """403: the API key's role may not do this (``extra['required_role']``)."""
+
+
+class MethodNotAllowed(ApiError):
+    """405: no route answers this method at this path (the ``Allow`` header lists those that do)."""
+
+
 class ServiceUnavailable(ApiError):
     """503: the service cannot do the work now."""
 
@@ -180,6 +205,11 @@ _BY_TYPE: dict[str, type[ApiError]] = {
     "/problems/conflict": Conflict,
     "/problems/model-unavailable": ModelUnavailable,
     "/problems/queue-full": QueueFull,
+    "/problems/rate-limited": RateLimited,
+    "/problems/bad-request": BadRequest,
+    "/problems/unauthorized": Unauthorized,
+    "/problems/forbidden": Forbidden,
+    "/problems/method-not-allowed": MethodNotAllowed,
     "/problems/timeout": WorkTimeout,
     "/problems/worker-died": WorkerDied,
     "/problems/pool-unavailable": PoolUnavailable,
@@ -187,6 +217,9 @@ _BY_TYPE: dict[str, type[ApiError]] = {
 }
 #: For bodies that name no problem type.
 _BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: PayloadTooLarge,

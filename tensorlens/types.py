@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "SGD",
     "Adam",
+    "Alias",
     "Health",
     "ImageResult",
     "InferRequest",
@@ -26,6 +27,7 @@ __all__ = [
     "ModelMetadata",
     "ModelReady",
     "ModelSpec",
+    "ModelVersion",
     "ModelsPage",
     "OpInfo",
     "Prediction",
@@ -35,8 +37,10 @@ __all__ = [
     "RegressionConfig",
     "RegressionData",
     "RegressionModelSpec",
+    "RepositoryModel",
     "SampleInfo",
     "ServerLive",
+    "ServerMetadata",
     "ServerReady",
     "SpiralConfig",
     "SpiralData",
@@ -148,6 +152,7 @@ class Training(_Result):
     metrics: dict[str, Any] | None
     reason: str | None
     model_id: str | None
+    model_version: int | None = None
     links: dict[str, str]
 
     @property
@@ -165,8 +170,36 @@ class TrainingsPage(_Result):
 # Models ----------------------------------------------------------------------
 
 
+class ModelVersion(_Result):
+    """One version of a named model, with the aliases that point at it."""
+
+    name: str
+    version: int
+    valid: bool
+    reason: str | None
+    created_at: datetime | None
+    weights_bytes: int | None
+    job_id: str | None
+    description: str | None
+    task: str | None
+    architecture: str | None
+    parameter_count: int | None
+    final_metrics: dict[str, Any] | None
+    aliases: list[str]
+    metadata: dict[str, Any]
+    links: dict[str, str]
+
+
 class Model(_Result):
+    """A name: its versions and aliases; the top-level fields are its default version's."""
+
     id: str
+    name: str
+    default_version: int
+    latest_version: int
+    aliases: dict[str, int]
+    versions: list[ModelVersion]
+    description: str | None
     valid: bool
     reason: str | None
     created_at: datetime | None
@@ -176,6 +209,13 @@ class Model(_Result):
     parameter_count: int | None
     final_metrics: dict[str, Any] | None
     metadata: dict[str, Any]
+    links: dict[str, str]
+
+
+class Alias(_Result):
+    name: str
+    alias: str
+    version: int
     links: dict[str, str]
 
 
@@ -190,6 +230,7 @@ class Prediction(_Result):
     """``classes`` and ``probabilities`` (spiral), or ``mean`` and ``std`` (regression)."""
 
     model_id: str
+    model_version: int
     task: str
     classes: list[int] | None = None
     probabilities: list[list[float]] | None = None
@@ -198,6 +239,12 @@ class Prediction(_Result):
 
 
 # Open Inference Protocol v2 ----------------------------------------------------
+
+
+class ServerMetadata(_Result):
+    name: str
+    version: str
+    extensions: list[str]
 
 
 class ServerLive(_Result):
@@ -238,7 +285,7 @@ class InferTensor(_Result):
 class InferRequest(_Result):
     id: str | None = None
     inputs: list[InferTensor]
-    outputs: list[dict[str, str]] | None = None
+    outputs: list[dict[str, Any]] | None = None
     parameters: dict[str, Any] | None = None
 
 
@@ -247,6 +294,15 @@ class InferResponse(_Result):
     model_version: str | None = None
     id: str | None = None
     outputs: list[InferTensor]
+
+
+class RepositoryModel(_Result):
+    """A model version in ``repository_index()``: ``state`` is ``READY`` when it is loaded."""
+
+    name: str
+    version: str
+    state: str
+    reason: str
 
 
 # Training configurations -------------------------------------------------------
@@ -302,6 +358,10 @@ class Adam(_Config):
 
 
 class _Training(_Config):
+    model_name: str | None = Field(
+        None, description="Register the model as this name's next version (else: the job id)."
+    )
+    description: str | None = None
     optimizer: Annotated[SGD | Adam, Field(discriminator="name")] | None = None
     epochs: int | None = None
     batch_size: int | None = None

@@ -230,6 +230,7 @@ def test_open_inference_protocol(client: Client, trained: Trained) -> None:
     job = trained.job
     metadata = client.model_metadata(job.id)
     assert metadata.name == job.id and metadata.inputs[0].shape == [-1, 2]
+    client.load_model(job.id)  # ready means loaded, and readiness loads nothing
     assert client.model_ready(job.id).ready
     answer = client.infer(
         job.id,

@@ -39,11 +39,23 @@ METHODS = {
     "models-delete_model": "delete_model",
     "models-plot_model": "model_plot",
     "models-predict": "predict",
+    "models-get_model_version": "get_model_version",
+    "models-delete_model_version": "delete_model_version",
+    "models-set_alias": "set_alias",
+    "models-delete_alias": "delete_alias",
+    "models-export_model": "export_model",
     "v2-server_live": "server_live",
     "v2-server_ready": "server_ready",
     "v2-model_metadata": "model_metadata",
     "v2-model_ready": "model_ready",
     "v2-model_infer": "infer",
+    "v2-server_metadata": "server_metadata",
+    "v2-model_version_metadata": "model_metadata",
+    "v2-model_version_ready": "model_ready",
+    "v2-model_version_infer": "infer",
+    "v2-repository_index": "repository_index",
+    "v2-repository_load": "load_model",
+    "v2-repository_unload": "unload_model",
 }
 #: Routes outside the API a client calls (the page, the docs).
 NOT_API = ("/docs", "/redoc", "/openapi.json", "/ui")
