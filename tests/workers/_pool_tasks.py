@@ -2,6 +2,7 @@
 
 import os
 import time
+from pathlib import Path
 
 from workers.errors import InvalidParameter
 
@@ -24,12 +25,20 @@ def sleep_pid(seconds: float) -> int:
     return os.getpid()
 
 
+def touch(path: str) -> None:
+    Path(path).touch()
+
+
 def crash() -> None:
     os._exit(3)
 
 
 def raise_domain_error() -> None:
     raise InvalidParameter("sigma", "must be positive")
+
+
+def out_of_memory() -> None:
+    raise MemoryError
 
 
 def raise_bug() -> None:

@@ -2,27 +2,41 @@ import asyncio
 import os
 import pickle
 import signal
+import socket
+import threading
 import time
 
 import pytest
 
 from tests._support import wait_until
 from tests.workers import _pool_tasks as tasks
+from workers import _channel
+from workers.backend import PoolStats
 from workers.errors import (
+    InvalidInput,
     InvalidParameter,
     PoolUnavailable,
     QueueFull,
+    RemoteError,
     TensorlensError,
     WorkerDied,
     WorkTimeout,
 )
-from workers.pool import LocalPool, get_within
+from workers.pool import LocalPool, _worker_main, execute, get_within
 
 pytestmark = pytest.mark.anyio
 
 
-def make_pool(size: int = 1, *, queue: int = 4, timeout_s: float = 10.0) -> LocalPool:
-    return LocalPool(size, max_queue_depth=queue, default_timeout_s=timeout_s, preload=())
+def make_pool(
+    size: int = 1, *, queue: int = 4, timeout_s: float = 10.0, retry_after_s: int = 1
+) -> LocalPool:
+    return LocalPool(
+        size,
+        max_queue_depth=queue,
+        default_timeout_s=timeout_s,
+        retry_after_s=retry_after_s,
+        preload=(),
+    )
 
 
 async def test_runs_work_in_other_processes_and_in_parallel() -> None:
@@ -83,7 +97,7 @@ async def test_work_that_cannot_be_pickled_fails_its_caller_and_nothing_else() -
 
 
 async def test_full_queue_answers_at_once_instead_of_hanging() -> None:
-    pool = make_pool(1, queue=2)
+    pool = make_pool(1, queue=2, retry_after_s=7)  # not the default: the setting's own value
     await pool.start()
     try:
         running = asyncio.ensure_future(pool.run(tasks.sleep, 0.6))
@@ -94,7 +108,8 @@ async def test_full_queue_answers_at_once_instead_of_hanging() -> None:
         with pytest.raises(QueueFull) as info:
             await pool.run(tasks.add, 1, 2)
         assert time.perf_counter() - started < 0.05
-        assert info.value.context["retry_after_s"] == 1
+        assert info.value.detail == "the work queue is full (2 waiting); retry later"
+        assert info.value.context["retry_after_s"] == 7
         assert pool.stats().queue_depth == 2 and pool.stats().in_flight == 1
         assert await running == 0.6
         assert await asyncio.gather(*queued) == [0.01, 0.01]
@@ -113,6 +128,10 @@ async def test_timeout_kills_the_runaway_worker_and_replaces_it() -> None:
         assert time.perf_counter() - started < 2
         assert await pool.run(tasks.add, 2, 2, timeout_s=30) == 4  # on the replacement
         assert pool.worker_pids() != before and pool.restarts == 1
+        with pytest.raises(WorkTimeout):
+            await pool.run(tasks.sleep, 30)
+        assert await pool.run(tasks.add, 1, 1, timeout_s=30) == 2
+        assert pool.stats().restarts == 2  # counted, not flagged
     finally:
         await pool.stop()
 
@@ -121,12 +140,37 @@ async def test_queued_job_past_its_deadline_never_runs() -> None:
     pool = make_pool(1, timeout_s=5)
     await pool.start()
     try:
+        (pid,) = pool.worker_pids()
         blocker = asyncio.ensure_future(pool.run(tasks.sleep, 0.8))
         await asyncio.sleep(0.1)
         with pytest.raises(WorkTimeout, match="did not start"):
             await pool.run(tasks.sleep, 0.01, timeout_s=0.2)
         assert await blocker == 0.8
-        assert pool.restarts == 0  # the running job was not disturbed
+        # Only once the pool has moved past the stale job does its fate show: run on a
+        # spent deadline, it would have had its worker killed and replaced.
+        assert await pool.run(tasks.pid) == pid
+        assert pool.worker_pids() == [pid] and pool.restarts == 0
+    finally:
+        await pool.stop()
+
+
+async def test_a_queued_job_whose_client_left_never_runs(tmp_path) -> None:
+    pool = make_pool(1, timeout_s=5)
+    await pool.start()
+    try:
+        (pid,) = pool.worker_pids()
+        blocker = asyncio.ensure_future(pool.run(tasks.sleep, 0.5))
+        await wait_until(lambda: pool.stats().in_flight == 1)
+        marker = tmp_path / "ran"
+        left = asyncio.ensure_future(pool.run(tasks.touch, str(marker)))
+        await wait_until(lambda: pool.stats().queue_depth == 1)
+        left.cancel()  # the client disconnects while its job waits
+        with pytest.raises(asyncio.CancelledError):
+            await left
+        assert await blocker == 0.5
+        assert await pool.run(tasks.pid) == pid  # the pool has moved past the left job
+        assert not marker.exists()
+        assert pool.restarts == 0
     finally:
         await pool.stop()
 
@@ -161,9 +205,35 @@ async def test_a_worker_that_dies_while_idle_is_replaced_without_traffic() -> No
         await pool.stop()
 
 
-async def test_pool_refuses_work_when_not_started() -> None:
-    with pytest.raises(PoolUnavailable):
-        await make_pool().run(tasks.add, 1, 2)
+async def test_a_worker_that_cannot_start_is_retried_until_one_does(monkeypatch) -> None:
+    pool = LocalPool(
+        1, max_queue_depth=4, default_timeout_s=10, preload=("tests.workers._refuse_start",)
+    )
+    await pool.start()
+    try:
+        (pid,) = pool.worker_pids()
+        monkeypatch.setenv("TENSORLENS_TEST_REFUSE_START", "1")  # replacements fail to start
+        os.kill(pid, signal.SIGKILL)
+        await wait_until(lambda: pool.restarts == 1)
+        await asyncio.sleep(1.0)  # attempts fail meanwhile, backing off
+        assert not pool.ready and pool.worker_pids() == []
+        monkeypatch.delenv("TENSORLENS_TEST_REFUSE_START")
+        await wait_until(lambda: pool.ready, timeout_s=20)
+        assert pool.restarts == 1  # one replacement, however many attempts it took
+        assert await pool.run(tasks.add, 1, 2) == 3
+    finally:
+        await pool.stop()
+
+
+async def test_pool_refuses_work_when_not_started_or_stopped() -> None:
+    pool = make_pool()
+    with pytest.raises(PoolUnavailable) as caught:
+        await pool.run(tasks.add, 1, 2)
+    assert caught.value.detail == "the worker pool is not running"
+    await pool.start()
+    await pool.stop()
+    with pytest.raises(PoolUnavailable):  # at once, not after the request's timeout
+        await pool.run(tasks.add, 1, 2, timeout_s=30)
 
 
 async def test_a_runner_cancelled_as_its_job_arrives_stops_and_the_job_stays_queued() -> None:
@@ -184,3 +254,58 @@ async def test_get_within_waits_at_most_its_timeout() -> None:
     assert await get_within(queue, 0.0) is None
     queue.put_nowait(1)
     assert await get_within(queue, 0.0) == 1
+
+
+async def test_stats_say_how_many_workers_live_wait_and_work() -> None:
+    pool = make_pool(2, queue=3)
+    assert pool.stats() == PoolStats(2, 0, 0, 3, 0, 0)  # not started: nothing alive
+    await pool.start()
+    try:
+        assert pool.stats() == PoolStats(2, 2, 0, 3, 0, 0)
+        running = [asyncio.ensure_future(pool.run(tasks.sleep, 0.5)) for _ in range(3)]
+        await wait_until(lambda: pool.stats().in_flight == 2)
+        assert pool.stats() == PoolStats(2, 2, 1, 3, 2, 0)
+        await asyncio.gather(*running)
+    finally:
+        await pool.stop()
+    assert pool.stats().workers_alive == 0
+
+
+def test_execute_turns_every_outcome_into_a_reply() -> None:
+    assert execute(lambda: 5) == ("ok", 5)
+    tag, domain = execute(tasks.raise_domain_error)
+    assert tag == "err" and isinstance(domain, InvalidParameter) and domain.parameter == "sigma"
+    tag, memory = execute(tasks.out_of_memory)
+    assert tag == "err" and type(memory) is InvalidInput
+    assert memory.detail == "the request needs more memory than a worker has"
+    tag, bug = execute(tasks.raise_bug)
+    assert tag == "err" and type(bug) is RemoteError
+    assert bug.detail == "ZeroDivisionError: division by zero"
+
+
+def test_a_worker_loop_answers_each_job_and_ends_with_its_runner(monkeypatch) -> None:
+    # The worker's side of the channel, run in a thread here so that every step is seen.
+    threads = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    for var in threads:
+        monkeypatch.delenv(var, raising=False)
+    runner, worker = socket.socketpair()
+    loop = threading.Thread(target=_worker_main, args=(worker, ("json",)))
+    loop.start()
+    try:
+        assert _channel.receive(runner) == _channel.dumps(("ready", os.getpid()))
+        for job, reply in [
+            ((tasks.add, (2, 3)), ("ok", 5)),
+            ((tasks.unpicklable_result, ()), None),
+        ]:
+            _channel.send(runner, _channel.dumps(job))
+            answer = pickle.loads(_channel.receive(runner))
+            if reply is not None:
+                assert answer == reply
+            else:
+                assert answer[0] == "err" and "could not be sent" in answer[1].detail
+        assert [os.environ[var] for var in threads] == ["1", "1", "1"]  # a core per worker
+    finally:
+        runner.close()  # the runner goes away: the loop returns
+        loop.join(timeout=10)
+        worker.close()
+    assert not loop.is_alive()

@@ -79,7 +79,7 @@ def test_store_round_trip_and_tampering(spiral, tmp_path):
     store.save("spiral-1", result.tensors, metadata)
     model = LoadedModel.from_store(store, "spiral-1")
     assert model.task == "spiral" and model.in_features == 2 and model.out_features == 3
-    weights = tmp_path / "spiral-1" / "weights.safetensors"
+    weights = store.get("spiral-1").path / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(ModelUnavailable):
         LoadedModel.from_store(store, "spiral-1")

@@ -191,13 +191,20 @@ def test_vectorised_ensemble_matches_training_members_one_by_one(activation):
     generator = seeded_generator(config.data.seed)
     X, y = make_cubic(config.data, generator)
     reference = build_model(config.model, 1, 1, generator=generator)
+    losses = []  # each member's loss at each epoch
     for member in reference.members:
         optimizer = torch.optim.Adam(member.parameters(), lr=1e-3, weight_decay=1e-5)
+        losses.append([])
         for _ in range(config.epochs):
             loss = F.mse_loss(member(X), y)
+            losses[-1].append(loss.item())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+    # The ensemble reports its members' mean loss, as the notes would average them.
+    assert [progress.epoch for progress in result.history] == [0, 299]
+    mean_losses = [sum(member[epoch] for member in losses) / len(losses) for epoch in (0, 299)]
+    assert [progress.loss for progress in result.history] == pytest.approx(mean_losses, rel=1e-4)
     # Batched matmuls round differently from one-by-one ones: close, not equal.
     torch.testing.assert_close(result.tensors, dict(reference.state_dict()))
     xs = torch.linspace(-2, 2, 101).unsqueeze(1)
