@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format openapi bench clean
+.PHONY: run test lint format openapi bench mutate fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,8 @@ run: $(STAMP)
 
 # The API suite a second time, against the Ray backend on a local Ray cluster.
 RAY_API_TESTS := tests/service/test_images.py tests/service/test_image_errors.py \
-	tests/service/test_trainings.py tests/service/test_models.py
+	tests/service/test_trainings.py tests/service/test_models.py \
+	tests/service/test_open_inference.py tests/service/test_registry.py
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -42,5 +43,20 @@ openapi: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/images.py
 
+# The schemathesis test of `make test` (tests/service/test_schema_fuzz.py), longer: 100
+# random requests an operation after the examples and edge cases (over 5,000 in all).
+FUZZ_EXAMPLES ?= 100
+FUZZ_SEED ?= 20261203
+fuzz: $(STAMP)
+	TENSORLENS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) TENSORLENS_FUZZ_SEED=$(FUZZ_SEED) \
+		$(BIN)/python -m pytest tests/service/test_schema_fuzz.py
+
+# Mutation testing (tests/mutate.py), not part of `make test`: hours on 2 cores. Each module
+# runs against its own tests in .mutmut/<module>/, resumes where it stopped, and the report
+# of the mutants no test kills lands in .mutmut/report.md. One module: MUTATE=workers/pool.py;
+# its survivors again, after adding tests: MUTATE="--recheck workers/pool.py".
+mutate: $(STAMP)
+	$(BIN)/python -m tests.mutate $(MUTATE)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mutmut

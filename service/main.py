@@ -7,13 +7,26 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from service.auth import AccessMiddleware
 from service.errors import install_error_handlers
 from service.observability import Metrics, RequestContextMiddleware
-from service.routes import docs, health, images, models, operation_id, samples, trainings, ui, v2
-from service.routes._lean import add_lean_routes
+from service.openapi import install as install_openapi
+from service.routes import (
+    docs,
+    exports,
+    health,
+    images,
+    models,
+    operation_id,
+    samples,
+    trainings,
+    ui,
+    v2,
+)
+from service.routes._lean import add_lean_routes, refuse_unknown_query
 from service.settings import Settings, get_settings
 from workers.backend import build as build_backend
 from workers.training import JobStore
@@ -75,11 +88,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
+    install_openapi(app)
     # Routes are matched in this order: the busiest (predictions, on the lean path) first.
     add_lean_routes(app, models.predictions)
     add_lean_routes(app, v2.predictions)
     routers = (
         models.router,
+        exports.router,
         v2.router,
         images.router,
         samples.router,
@@ -89,14 +104,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ui.router,
     )
     for router in routers:
-        app.include_router(router)
+        # One rule on /v1: a query parameter the route does not declare is refused.
+        v1 = router.prefix.startswith("/v1/")
+        app.include_router(router, dependencies=[Depends(refuse_unknown_query)] if v1 else None)
+    # Inside CORS, so preflights need no key and refusals carry the CORS headers.
+    app.add_middleware(
+        AccessMiddleware,
+        api_keys=settings.api_keys,
+        metrics_require_key=settings.metrics_require_key,
+        rate_limit_per_s=settings.rate_limit_per_s,
+        rate_limit_burst=settings.rate_limit_burst,
+    )
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_allow_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            # What a browser client reads: ids for bug reports, when to retry, new jobs,
+            # validators to revalidate with, and what an export is.
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "Location",
+                "ETag",
+                "Content-Disposition",
+                "X-Model-Version",
+                "X-ONNX-Opset",
+            ],
         )
     # Added last so it is outermost: every response, CORS preflights included, gets an id.
     app.add_middleware(

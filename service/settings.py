@@ -47,6 +47,50 @@ class Settings(BaseSettings):
         "about a tenth of a prediction's event-loop time.",
     )
 
+    http_keep_alive_s: int = Field(
+        5, ge=1, le=3600, description="Seconds an idle keep-alive connection stays open."
+    )
+    http_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a connection has to send a request's headers, from when it opens "
+        "(or its last answer): idle and slow connections are closed.",
+    )
+    http_max_connections: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Open connections (and requests in progress) above which requests get 503.",
+    )
+    sse_keepalive_s: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="Longest silence on an event stream before a keep-alive comment is sent "
+        "(proxies cut idle streams, often at 60 s).",
+    )
+
+    # Access (service/auth.py)
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated `<role>:<sha256 of the key>` entries (role infer, train or "
+        "admin; `tensorlens hash-key` prints one); empty: no keys needed.",
+    )
+    metrics_require_key: bool = Field(
+        False, description="With API keys on, /metrics needs a key too (any role)."
+    )
+    rate_limit_per_s: float = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Requests per second allowed to each key (each client address without "
+        "keys), past a burst; 429 with Retry-After above it. 0: no limit.",
+    )
+    rate_limit_burst: int = Field(
+        20, ge=1, le=1_000_000, description="Requests a client may send at once under the limit."
+    )
+
     # Worker pool
     image_workers: int = Field(
         default_factory=usable_cpus,
@@ -137,6 +181,14 @@ class Settings(BaseSettings):
     max_predict_rows: int = Field(
         100_000, ge=1, le=10_000_000, description="Input rows per prediction request."
     )
+    max_export_bytes: int = Field(
+        512 * 2**20,
+        ge=1,
+        le=2**31 - 2**20,
+        description="Largest model (its weights' bytes) `GET /v1/models/{name}/export` converts; "
+        "a larger one is refused with 422. The export is built in memory, and an ONNX file "
+        "without external data stops at 2 GiB.",
+    )
 
     # Backend
     executor: Literal["local", "ray"] = Field(
@@ -192,6 +244,16 @@ class Settings(BaseSettings):
     )
 
     _split_origins = field_validator("cors_allow_origins", mode="before")(_split_csv)
+    _split_keys = field_validator("api_keys", mode="before")(_split_csv)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, entries: list[str]) -> list[str]:
+        from service.auth import parse_key_entry
+
+        for entry in entries:
+            parse_key_entry(entry)  # ValueError: pydantic reports the setting
+        return entries
 
 
 @lru_cache
