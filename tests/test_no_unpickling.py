@@ -1,10 +1,11 @@
 """Nothing in the tree unpickles what a client or a file could have written.
 
-Fails on a call to ``pickle.load``/``pickle.loads`` (or an ``Unpickler``), ``torch.load``
-without ``weights_only=True``, or any ``load``/``read_array`` with ``allow_pickle`` not
-``False`` (``numpy.load``, ``numpy.lib.format.read_array``). Two uses are allowed: the
-process channel, which reads only what our own processes wrote to a socket pair, and a
-round trip, ``pickle.loads(pickle.dumps(x))``, of an object the code itself just made.
+Fails on a call to ``pickle.load``/``pickle.loads`` (or an ``Unpickler``, or a subclass
+of one), ``torch.load`` without ``weights_only=True``, or any ``load``/``read_array`` with
+``allow_pickle`` not ``False`` (``numpy.load``, ``numpy.lib.format.read_array``). Two
+uses are allowed: the process channel, which reads only what our own processes wrote to
+a socket pair, and a round trip, ``pickle.loads(pickle.dumps(x))``, of an object the
+code itself just made.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from tests._support import REPO_ROOT
 #: Files that unpickle, each with why it is safe.
 ALLOWED = {
     "workers/_channel.py": "the process channel: frames our own processes wrote",
-    "workers/pool.py": "a worker reads its work from the parent over the channel",
-    "workers/local.py": "a training process reads its cancel message from the parent",
-    "tests/workers/test_pool.py": "reads the replies of a worker loop it runs in a thread",
 }
 SKIPPED_DIRS = {".venv", "node_modules", "build", "dist"}
 
@@ -60,6 +58,11 @@ def unsafe_calls(source: str) -> list[str]:
             names = {alias.name for alias in node.names}
             if names & {"load", "loads", "Unpickler"}:
                 found.append(f"{node.lineno}: from {node.module} import {', '.join(sorted(names))}")
+        if isinstance(node, ast.ClassDef):
+            for base in map(_dotted, node.bases):
+                module, _, function = base.rpartition(".")
+                if module in pickle_names and function == "Unpickler":
+                    found.append(f"{node.lineno}: class {node.name}({base})")
         if not isinstance(node, ast.Call):
             continue
         name = _dotted(node.func)
@@ -106,6 +109,7 @@ def test_the_allowed_files_still_need_it() -> None:
         "import pickle\npickle.loads(data)",
         "import pickle\npickle.load(open('f', 'rb'))",
         "import pickle\npickle.Unpickler(f).load()",
+        "import pickle\nclass Reader(pickle.Unpickler):\n    pass",
         "from pickle import loads",
         "import torch\ntorch.load('model.pt')",
         "import torch\ntorch.load('model.pt', weights_only=False)",

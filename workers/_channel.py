@@ -1,17 +1,21 @@
 """Child processes of the local backend, and the one way the parent talks to them.
 
 A child is spawned with one end of a socket pair. Each message, either way, is a pickle
-behind its length. The parent's end is non-blocking and driven by the event loop, so a
-message costs no thread hand-off and a large upload or result streams through without
-blocking the loop; the child's end is an ordinary blocking socket. The image pool's
-workers (:mod:`workers.pool`) and the training processes (:mod:`workers.local`) both
-talk this way.
+behind its length, and the large buffers it holds (``bytes``, ``bytearray``, NumPy
+arrays) travel beside it, out of band, written from where they lie and read into buffers
+the receiver then owns: a 2 MB result is never copied into or out of a pickle. The
+parent's end is non-blocking and driven by the event loop, so a message costs no thread
+hand-off and a large upload or result streams through without blocking the loop; the
+child's end is an ordinary blocking socket. The image pool's workers
+(:mod:`workers.pool`) and the training processes (:mod:`workers.local`) both talk this
+way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import multiprocessing
 import pickle
 import select
@@ -20,37 +24,118 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, NamedTuple
 
-#: What precedes every message: the pickle's length.
-_LENGTH = struct.Struct("!Q")
+import numpy as np
+
+#: What precedes every message: the pickle's length and how many buffers follow it, then
+#: each buffer's length.
+_HEADER = struct.Struct("!QI")
+_SIZE = struct.Struct("!Q")
 
 #: Messages up to this size go out in one write, header and pickle joined.
 _JOIN_BELOW_BYTES = 64 * 1024
 
+#: A ``bytes``, ``bytearray`` or NumPy array this large or larger travels out of band.
+_OUT_OF_BAND_BYTES = 64 * 1024
+
+#: The socket buffers asked for each end (granted up to the kernel's limits).
+_SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+
 _SPAWN = multiprocessing.get_context("spawn")
 
 
-def dumps(obj: Any) -> bytes:
-    return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+class Message(NamedTuple):
+    """A pickled object: the pickle and the buffers it refers to out of band."""
+
+    pickle: bytes | bytearray
+    buffers: list[memoryview] | list[bytearray]
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.pickle) + sum(memoryview(b).nbytes for b in self.buffers)
+
+
+class _Pickler(pickle.Pickler):
+    """Leaves large buffers out of the pickle, as persistent ids naming them.
+
+    Not pickle's own out-of-band buffers: ``bytes`` and ``bytearray`` never reach
+    ``reducer_override``, while ``persistent_id`` sees every object first.
+    """
+
+    def __init__(self, file: io.BytesIO, buffers: list[memoryview]) -> None:
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self.buffers = buffers
+
+    def persistent_id(self, obj: Any) -> tuple[Any, ...] | None:
+        kind = type(obj)
+        if kind is bytes or kind is bytearray:
+            if len(obj) < _OUT_OF_BAND_BYTES:
+                return None
+            self.buffers.append(memoryview(obj))
+            return (kind.__name__, len(self.buffers) - 1)
+        if kind is np.ndarray and obj.nbytes >= _OUT_OF_BAND_BYTES and not obj.dtype.hasobject:
+            array = np.ascontiguousarray(obj)
+            self.buffers.append(memoryview(array.reshape(-1).view(np.uint8)))
+            return ("ndarray", len(self.buffers) - 1, array.dtype.str, array.shape)
+        return None
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, buffers: list[memoryview] | list[bytearray]) -> None:
+        super().__init__(file)
+        self.buffers = buffers
+
+    def persistent_load(self, pid: tuple[Any, ...]) -> Any:
+        kind, index, *layout = pid
+        buffer = self.buffers[index]
+        if kind == "bytes":
+            return bytes(buffer)
+        if kind == "bytearray":  # the received buffer itself, no copy
+            return buffer if type(buffer) is bytearray else bytearray(buffer)
+        dtype, shape = layout
+        return np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape)
+
+
+def dumps(obj: Any) -> Message:
+    out = io.BytesIO()
+    buffers: list[memoryview] = []
+    _Pickler(out, buffers).dump(obj)
+    return Message(out.getvalue(), buffers)
+
+
+def loads(message: Message) -> Any:
+    return _Unpickler(io.BytesIO(message.pickle), message.buffers).load()
+
+
+def _frames(message: Message) -> list[bytes | memoryview]:
+    """What goes on the wire, in order: small parts joined, large buffers as they lie."""
+    header = _HEADER.pack(len(message.pickle), len(message.buffers)) + b"".join(
+        _SIZE.pack(memoryview(b).nbytes) for b in message.buffers
+    )
+    if message.nbytes < _JOIN_BELOW_BYTES:
+        return [b"".join([header, message.pickle, *message.buffers])]
+    head = (
+        [header, message.pickle]
+        if len(message.pickle) >= _JOIN_BELOW_BYTES
+        else [header + message.pickle]
+    )
+    return [*head, *(memoryview(b).cast("B") for b in message.buffers)]
 
 
 # The child's side: blocking calls. ------------------------------------------------------
 
 
-def send(sock: socket.socket, payload: bytes) -> None:
-    header = _LENGTH.pack(len(payload))
-    if len(payload) < _JOIN_BELOW_BYTES:
-        sock.sendall(header + payload)
-    else:
-        sock.sendall(header)
-        sock.sendall(payload)
+def send(sock: socket.socket, message: Message) -> None:
+    for frame in _frames(message):
+        sock.sendall(frame)
 
 
-def receive(sock: socket.socket) -> bytearray:
-    """The next message's pickle; EOFError once the parent is gone."""
-    (size,) = _LENGTH.unpack(_receive_exactly(sock, _LENGTH.size))
-    return _receive_exactly(sock, size)
+def receive(sock: socket.socket) -> Message:
+    """The next message, not yet unpickled; EOFError once the parent is gone."""
+    size, count = _HEADER.unpack(_receive_exactly(sock, _HEADER.size))
+    sizes = struct.unpack(f"!{count}Q", _receive_exactly(sock, _SIZE.size * count))
+    return Message(_receive_exactly(sock, size), [_receive_exactly(sock, n) for n in sizes])
 
 
 def pending(sock: socket.socket) -> bool:
@@ -80,27 +165,24 @@ class Child:
     process: BaseProcess
     sock: socket.socket
 
-    async def send(self, payload: bytes) -> None:
+    async def send(self, message: Message) -> None:
         loop = asyncio.get_running_loop()
-        header = _LENGTH.pack(len(payload))
-        if len(payload) < _JOIN_BELOW_BYTES:
-            await loop.sock_sendall(self.sock, header + payload)
-        else:
-            await loop.sock_sendall(self.sock, header)
-            await loop.sock_sendall(self.sock, payload)
+        for frame in _frames(message):
+            await loop.sock_sendall(self.sock, frame)
 
     def post(self, obj: Any) -> None:
         """Sends a small message without waiting; the child must read what it is sent, so
         the socket's buffer has room (an OSError when it has not, or the child is gone)."""
-        payload = dumps(obj)
-        message = _LENGTH.pack(len(payload)) + payload
-        if self.sock.send(message) != len(message):
+        (frame,) = _frames(dumps(obj))
+        if self.sock.send(frame) != len(frame):
             raise BlockingIOError("the child's socket buffer is full")
 
     async def receive(self) -> Any:
         """The next message, unpickled; EOFError (or OSError) once the child is gone."""
-        (size,) = _LENGTH.unpack(await self._receive_exactly(_LENGTH.size))
-        return pickle.loads(await self._receive_exactly(size))
+        size, count = _HEADER.unpack(await self._receive_exactly(_HEADER.size))
+        sizes = struct.unpack(f"!{count}Q", await self._receive_exactly(_SIZE.size * count))
+        head = await self._receive_exactly(size)
+        return loads(Message(head, [await self._receive_exactly(n) for n in sizes]))
 
     async def _receive_exactly(self, size: int) -> bytearray:
         loop = asyncio.get_running_loop()
@@ -131,6 +213,12 @@ class Child:
 def spawn(target: Callable[..., None], *args: Any, name: str) -> Child:
     """Starts ``target(sock, *args)`` in a spawned process; ``sock`` is the child's end."""
     parent, child = socket.socketpair()
+    for end in (parent, child):
+        # Room for a whole result in flight: with the default (~200 kB) a 2 MB result
+        # crosses in ten rounds of the writer blocking and the reader waking, each a pair
+        # of context switches. The kernel caps this at net.core.[rw]mem_max.
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER_BYTES)
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER_BYTES)
     process = _SPAWN.Process(target=target, args=(child, *args), daemon=True, name=name)
     try:
         process.start()

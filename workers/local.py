@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import pickle
 import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -128,7 +127,7 @@ def _train_main(sock: socket.socket, config: dict[str, Any], device: str, cpu_th
         nonlocal cancelled
         while not cancelled and _channel.pending(sock):
             try:
-                cancelled = pickle.loads(_channel.receive(sock)) == "cancel"
+                cancelled = _channel.loads(_channel.receive(sock)) == "cancel"
             except EOFError:  # the parent is gone: nobody waits for the outcome
                 cancelled = True
         return cancelled

@@ -22,7 +22,6 @@ import contextlib
 import functools
 import importlib
 import os
-import pickle
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -111,8 +110,8 @@ def _worker_main(sock: socket.socket, preload: Sequence[str]) -> None:
             return
 
 
-def _run_pickled(message: bytes) -> Any:
-    fn, args = pickle.loads(message)
+def _run_pickled(message: _channel.Message) -> Any:
+    fn, args = _channel.loads(message)
     return fn(*args)
 
 
@@ -134,7 +133,7 @@ async def get_within(queue: asyncio.Queue[T], timeout_s: float) -> T | None:
 
 @dataclass(eq=False)
 class _Job:
-    message: bytes  # the pickled (fn, args)
+    message: _channel.Message  # the pickled (fn, args)
     deadline: float
     future: asyncio.Future[Any]
     started: bool = False
@@ -145,7 +144,7 @@ class _Worker:
     child: Child
     pid: int
 
-    async def call(self, message: bytes) -> tuple[str, Any]:
+    async def call(self, message: _channel.Message) -> tuple[str, Any]:
         await self.child.send(message)
         return await self.child.receive()  # type: ignore[no-any-return]
 

@@ -125,7 +125,8 @@ async def run_and_respond(
         metrics.op_seconds.labels(step["op"]).observe(step["ms"] / 1000)
     if output is not None:
         assert result.encoded is not None
-        return Response(result.encoded, media_type=result.media_type)
+        # A view: Starlette sends it as it is, where a bytearray would be copied.
+        return Response(memoryview(result.encoded), media_type=result.media_type)
     return ImageResult(
         **result.summary,
         values=result.steps[-1]["values"] if result.steps else {},

@@ -522,16 +522,28 @@ def _decode_npy(data: bytes, max_pixels: int) -> np.ndarray:
     return np.array(array, dtype=dtype.newbyteorder("="), order="C")
 
 
-def encode_npy(image: np.ndarray) -> bytes:
-    """The array as an ``.npy`` file (``numpy.save``'s format): dtype and shape kept."""
+def encode_npy(image: np.ndarray) -> bytearray:
+    """The array as an ``.npy`` file (``numpy.save``'s format): dtype and shape kept.
+
+    A ``bytearray``: it crosses from a worker to the API process out of band and is
+    received into a buffer the API process then sends as it is (:mod:`workers._channel`).
+    """
     array = np.asarray(image)
     if array.dtype.hasobject:
         raise IncompatibleImage(
             f"cannot encode a {array.dtype} image as .npy", dtype=str(array.dtype)
         )
-    out = io.BytesIO()
-    np.lib.format.write_array(out, array, allow_pickle=False)
-    return out.getvalue()
+    # numpy.save's bytes, in one copy: the header, then the C-ordered data as it lies in
+    # memory (write_array would go through a growing buffer, ~25x slower for 2 MB).
+    array = np.ascontiguousarray(array)
+    fields = np.lib.format.header_data_from_array_1_0(array)
+    header = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(header, fields)
+    except ValueError:  # a header too long for format 1.0 (e.g. a very long shape)
+        header = io.BytesIO()
+        np.lib.format.write_array_header_2_0(header, fields)
+    return bytearray().join([header.getvalue(), array.reshape(-1).view(np.uint8)])
 
 
 def encode_tiff(image: np.ndarray) -> bytes:
@@ -563,7 +575,7 @@ class Encoder:
     """An output format: its media type and how an array becomes a file of it."""
 
     media_type: str
-    encode: Callable[[np.ndarray, int], bytes]
+    encode: Callable[[np.ndarray, int], bytes | bytearray]
 
 
 #: Every output format of the image routes, by name.

@@ -75,7 +75,7 @@ class PipelineResult:
     summary: dict[str, Any]
     steps: list[dict[str, Any]]
     timings_ms: dict[str, float]
-    encoded: bytes | None = None
+    encoded: bytes | bytearray | None = None
     media_type: str = "image/png"
 
 
@@ -153,7 +153,7 @@ def run_pipeline(
     encoded = encoder.encode(image, compress_level) if encode else None
     finished = perf_counter()
     return PipelineResult(
-        png=encoded if output == "png" else None,
+        png=bytes(encoded) if output == "png" and encoded is not None else None,
         encoded=encoded,
         media_type=encoder.media_type,
         summary=summary,
