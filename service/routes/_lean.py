@@ -105,6 +105,18 @@ class LeanRoute(APIRoute):
         body = (body_fields[0].name, body_model) if body_fields else None
         query_names = frozenset(field.alias for field in query_fields)
         refuse_unknown_query = self.path.startswith("/v1/")
+        # Without a query string every query parameter takes its default, as FastAPI would
+        # give it, so the common request skips parsing an empty query (only where every
+        # default is optional and immutable: FastAPI hands out copies of the others).
+        query_defaults = (
+            {field.name: field.default for field in query_fields}
+            if all(
+                not field.field_info.is_required()
+                and isinstance(field.default, (type(None), bool, int, float, str))
+                for field in query_fields
+            )
+            else None
+        )
 
         async def handler(request: Request) -> Response:
             if refuse_unknown_query and request.scope["query_string"]:
@@ -122,7 +134,9 @@ class LeanRoute(APIRoute):
                     errors.extend(exc.errors())
                     body_value = exc.body
             values, path_errors = request_params_to_args(path_fields, request.path_params)
-            if query_fields:
+            if query_defaults is not None and not request.scope["query_string"]:
+                values.update(query_defaults)
+            elif query_fields:
                 query, query_errors = request_params_to_args(query_fields, request.query_params)
                 values.update(query)
                 path_errors += query_errors

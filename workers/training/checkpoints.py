@@ -208,7 +208,8 @@ class ModelStore:
         # sha256 digests keyed by the weights file's identity, so listing a store
         # does not re-hash every model each time; any rewrite changes the key.
         self._digests: dict[str, tuple[tuple[int, int, int], str | None]] = {}
-        self._views: dict[str, tuple[tuple[int, ...], _View]] = {}
+        # name -> (the two paths _view stats, their identity when read, the view)
+        self._views: dict[str, tuple[tuple[str, str], tuple[int, ...], _View]] = {}
         self._lock = threading.Lock()
 
     # Writing ---------------------------------------------------------------------
@@ -578,18 +579,22 @@ class ModelStore:
                 directory.rmdir()
 
     def _view(self, name: str) -> _View:
-        # On every prediction: two stats, and the disk read only after a change.
-        directory = self.root / validate_model_id(name, "name")
-        key = _identity(directory) + _identity(directory / REGISTRY_FILE)
+        # On every prediction: two stats, and the disk read only after a change. A name
+        # seen before (so valid) goes by the paths kept for it, with no pathlib on the way.
         cached = self._views.get(name)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        if cached is not None:
+            paths, key, view = cached
+            if _identity(paths[0]) + _identity(paths[1]) == key:
+                return view
+        directory = self.root / validate_model_id(name, "name")
+        paths = (str(directory), str(directory / REGISTRY_FILE))
+        key = _identity(paths[0]) + _identity(paths[1])
         registry = self._registry(directory)
         versions = tuple(self._version_numbers(directory))
         if not versions:
             raise _no_model(name)
         view = _View(versions, registry["aliases"], registry["last_version"])
-        self._views[name] = (key, view)
+        self._views[name] = (paths, key, view)
         return view
 
     def _registry(self, directory: Path) -> dict[str, Any]:
@@ -710,9 +715,9 @@ def _no_alias(name: str, alias: str) -> NotFound:
     return NotFound(f"model {name} has no alias {alias}", kind="alias", name=name, alias=alias)
 
 
-def _identity(path: Path) -> tuple[int, ...]:
+def _identity(path: str) -> tuple[int, ...]:
     try:
-        stat = path.stat()
+        stat = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return (0, 0, 0)
     return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
