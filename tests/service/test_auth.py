@@ -177,7 +177,9 @@ async def test_the_client_sends_its_api_key(keyed: httpx.AsyncClient) -> None:
 
 
 async def test_metrics_behind_a_key_and_the_rate_limit_per_key(make_client: Any) -> None:
-    settings = {"api_keys": ENTRIES, "metrics_require_key": True, "rate_limit_per_s": 0.5}
+    # A token every 100 s: no refill to speak of however slow the machine (the refill
+    # itself is test_the_bucket_refills_at_the_rate_and_forgets_the_least_recent's).
+    settings = {"api_keys": ENTRIES, "metrics_require_key": True, "rate_limit_per_s": 0.01}
     async with make_client(**settings, rate_limit_burst=3) as c:
         assert (await c.get("/metrics")).status_code == 401
         assert (await c.get("/metrics", headers=bearer("infer"))).status_code == 200
@@ -186,7 +188,9 @@ async def test_metrics_behind_a_key_and_the_rate_limit_per_key(make_client: Any)
             assert (await c.get("/v1/images/ops", headers=bearer("infer"))).status_code == 200
         over = await c.get("/v1/images/ops", headers=bearer("infer"))
         body = assert_problem(over, 429, "rate-limited")
-        assert int(over.headers["retry-after"]) == math.ceil(1 / 0.5) == body["retry_after_s"]
+        retry_after = int(over.headers["retry-after"])
+        assert retry_after == body["retry_after_s"]
+        assert math.ceil(1 / 0.01) - 5 <= retry_after <= math.ceil(1 / 0.01)
         # Another key has a bucket of its own; probes are never limited.
         assert (await c.get("/v1/images/ops", headers=bearer("admin"))).status_code == 200
         for _ in range(5):
@@ -195,11 +199,12 @@ async def test_metrics_behind_a_key_and_the_rate_limit_per_key(make_client: Any)
         async with AsyncClient("http://t", transport=transport, api_key=KEYS["infer"]) as client:
             with pytest.raises(RateLimited) as limited:
                 await client.list_ops()
-            assert limited.value.retry_after_s == 2
+            assert limited.value.retry_after_s is not None
+            assert 95 <= limited.value.retry_after_s <= 100
 
 
 async def test_without_keys_the_rate_limit_is_per_address(make_client: Any) -> None:
-    async with make_client(rate_limit_per_s=0.5, rate_limit_burst=2) as c:
+    async with make_client(rate_limit_per_s=0.01, rate_limit_burst=2) as c:
         made_up = {"Authorization": "Bearer anything"}
         statuses = [(await c.get("/v1/samples", headers=made_up)).status_code for _ in range(3)]
         assert statuses == [200, 200, 429]
