@@ -43,6 +43,8 @@ from _hostile import mutants
 from _live import live_server
 from PIL import Image
 
+from tensorlens._core import KEEPALIVE_EXPIRY_S
+
 SMALL_TRAINING = {
     "task": "spiral",
     "data": {"points_per_class": 200, "classes": 3, "seed": 7},
@@ -291,7 +293,11 @@ async def run_load(args: argparse.Namespace, base_url: str, pid: int) -> dict[st
     options: dict[str, Any] = {
         "base_url": base_url,
         "headers": headers,
-        "limits": httpx.Limits(max_connections=args.concurrency + 4),
+        # Idle connections dropped before the server's keep-alive closes them (see
+        # tensorlens._core.KEEPALIVE_EXPIRY_S): else a request can race the close.
+        "limits": httpx.Limits(
+            max_connections=args.concurrency + 4, keepalive_expiry=KEEPALIVE_EXPIRY_S
+        ),
         "timeout": httpx.Timeout(120.0),
     }
 

@@ -80,6 +80,7 @@ class AsyncClient(_core.BaseClient):
             transport=transport,
             timeout=timeout,
             headers=_core.with_api_key(headers, api_key),
+            limits=httpx.Limits(keepalive_expiry=_core.KEEPALIVE_EXPIRY_S),
         )
 
     # region from_app

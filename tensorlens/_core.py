@@ -64,6 +64,11 @@ ExportFormat = Literal["onnx", "triton"]
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 #: Image work may wait in the server's queue up to its request timeout (30 s by default).
 DEFAULT_TIMEOUT_S = 60.0
+#: Seconds an idle connection is kept for reuse: under the server's keep-alive
+#: (`TENSORLENS_HTTP_KEEP_ALIVE_S`, 5 by default), so the client lets a connection go
+#: before the server may close it; a request sent just as the server closes its end gets
+#: no answer at all (httpx's default, 5 s, is the server's and loses that race).
+KEEPALIVE_EXPIRY_S = 2.0
 PNG = "image/png"
 _ACCEPT = {"json": "application/json", "png": PNG, "npy": "application/x-npy", "tiff": "image/tiff"}
 

@@ -208,6 +208,9 @@ class Child:
         self.process.join(timeout=5)
         with contextlib.suppress(Exception):
             self.sock.close()
+        # Closes the process's sentinel pipe now, not whenever the object is collected.
+        with contextlib.suppress(ValueError):  # still running: it was not killed in time
+            self.process.close()
 
 
 def spawn(target: Callable[..., None], *args: Any, name: str) -> Child:

@@ -107,7 +107,8 @@ class _TrainingProcess:
 
     def stop(self, *, force: bool) -> None:
         if force:
-            with contextlib.suppress(OSError):
+            # ValueError: closed already (it ended and close() ran), nothing to kill.
+            with contextlib.suppress(OSError, ValueError):
                 self.child.process.kill()
         else:
             with contextlib.suppress(OSError):  # it has ended already

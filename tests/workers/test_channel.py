@@ -2,6 +2,7 @@
 and arrive in buffers the receiver owns, in a real spawned process over a socket pair."""
 
 import asyncio
+import os
 import socket
 from collections.abc import AsyncIterator
 
@@ -114,3 +115,18 @@ async def test_small_messages_are_one_frame_and_post_sends_them(echo: _channel.C
     # A large message goes in several writes, its buffers as they are.
     frames = _channel._frames(_channel.dumps(bytearray(MB)))
     assert len(frames) == 2 and memoryview(frames[-1]).nbytes == MB
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts fds through /proc")
+def test_a_killed_child_leaves_no_descriptor_open() -> None:
+    before = _open_fds()
+    for _ in range(3):
+        child = _channel.spawn(_echo_main, name="tensorlens-test-echo")
+        assert _open_fds() > before  # its socket and its sentinel pipe
+        child.kill()
+    # The socket and the sentinel pipe are closed at once, not when collected.
+    assert _open_fds() == before
