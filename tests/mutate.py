@@ -30,13 +30,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 WORK_ROOT = REPO_ROOT / ".mutmut"
 REPORT = WORK_ROOT / "report.md"
 SNAPSHOT = ("service", "workers", "tensorlens", "tests")
+#: Files at the top of the checkout that tests read (the pins `test_lean_routes.py` checks).
+SNAPSHOT_FILES = ("constraints.txt",)
 
 #: Each module and the test files that are its own.
 MODULES: dict[str, tuple[str, ...]] = {
     "workers/images/ops.py": ("tests/workers/images/test_ops.py",),
-    "workers/images/codec.py": ("tests/workers/images/test_codec.py",),
+    "workers/images/codec.py": (
+        "tests/workers/images/test_codec.py",
+        "tests/workers/images/test_codec_arrays.py",
+    ),
     "workers/serving/batching.py": ("tests/workers/serving/test_inference.py",),
     "service/errors.py": (
+        "tests/service/test_errors.py",
         "tests/service/test_image_errors.py",
         "tests/service/test_lean_routes.py",
     ),
@@ -60,6 +66,10 @@ def slug(module: str) -> str:
 
 def snapshot(work: Path) -> None:
     """Copy the packages and tests into ``work``, only what changed (mtimes kept)."""
+    for name in SNAPSHOT_FILES:
+        source, target = REPO_ROOT / name, work / name
+        if source.exists() and not (target.exists() and filecmp.cmp(source, target, shallow=False)):
+            shutil.copy2(source, target)
     for top in SNAPSHOT:
         source_root = REPO_ROOT / top
         for source in source_root.rglob("*"):
@@ -85,6 +95,7 @@ def configure(work: Path, module: str, tests: tuple[str, ...]) -> None:
             f"source_paths = {json.dumps(list(SNAPSHOT[:3]))}",
             f"only_mutate = {json.dumps([module])}",
             f"pytest_add_cli_args_test_selection = {json.dumps(list(tests))}",
+            f"also_copy = {json.dumps(list(SNAPSHOT_FILES))}",
             'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
             # torch and the pool's processes do not survive a plain fork of a busy parent.
             'process_isolation = "forkserver"',

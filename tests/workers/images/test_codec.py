@@ -1,4 +1,5 @@
 import io
+import statistics
 import struct
 import time
 import tracemalloc
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from isal import isal_zlib
 from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
 from skimage import data, util
@@ -617,3 +619,153 @@ def test_gray_palette_becomes_2d():
     decoded = decode(pil_encode(gray_palette, "PNG"))
     assert decoded.ndim == 2
     assert_array_equal(decoded, np.array(gray_palette.convert("L")))
+
+
+# --------------------------------------------------------------------------- details
+
+
+def test_refusals_say_what_was_refused():
+    with pytest.raises(InvalidImage) as caught:
+        decode(b"")
+    assert caught.value.detail == "the upload is empty"
+    with pytest.raises(UnsupportedMediaType) as caught:
+        decode(b"\x00" * 40)
+    assert caught.value.detail == "the upload is not a recognized image"
+    with pytest.raises(UnsupportedMediaType) as caught:
+        decode(pil_encode(GRAY, "PPM"))
+    assert caught.value.detail == (
+        "image format PPM is not supported; use one of BMP, GIF, JPEG, PNG, TIFF, WEBP"
+    )
+    with pytest.raises(ImageTooLarge) as caught:
+        decode_image(pil_encode(GRAY, "PNG"), max_pixels=5119)
+    assert caught.value.detail == "image has 80x64 = 5120 pixels, more than the limit of 5119"
+
+
+def test_corrupt_pixel_data_names_the_format_in_the_detail():
+    payload = bytearray(pil_encode(RGB, "PNG"))
+    payload[100:140] = b"\xff" * 40
+    with pytest.raises(InvalidImage) as caught:
+        decode(bytes(payload))
+    assert caught.value.detail.startswith("the PNG image is truncated or corrupt: ")
+    assert caught.value.context == {"format": "PNG"}
+
+
+def test_multi_picture_jpeg_is_a_jpeg_and_yields_its_first_picture():
+    frames = [Image.fromarray(np.full((8, 12, 3), value, np.uint8)) for value in (40, 200)]
+    payload = pil_encode(frames[0], "MPO", save_all=True, append_images=frames[1:])
+    with Image.open(io.BytesIO(payload)) as opened:
+        assert (opened.format, opened.n_frames) == ("MPO", 2)
+    decoded = decode(payload)
+    assert decoded.shape == (8, 12, 3)
+    assert np.abs(decoded.astype(int) - 40).max() <= 2
+
+
+def gif_with_first_frame(screen: int, frame: int) -> bytes:
+    """A GIF whose logical screen is screen x screen, its one frame frame x frame."""
+    header = b"GIF89a" + struct.pack("<HHBBB", screen, screen, 0, 0, 0)
+    descriptor = b"," + struct.pack("<HHHHB", 0, 0, frame, frame, 0)
+    return header + descriptor + b"\x02\x02\x44\x01\x00;"
+
+
+def test_gif_frame_far_past_its_screen_is_rejected_while_opening():
+    # Pillow's GIF reader grows the image to its first frame's extent and refuses one
+    # over twice Pillow's limit as it opens the file: that is a too-large image too.
+    with pytest.raises(ImageTooLarge) as caught:
+        decode_image(gif_with_first_frame(1, 30_000), max_pixels=10**6)
+    assert caught.value.context == {"pixels": None, "limit": 10**6}
+    assert caught.value.detail.startswith("Image size (900000000 pixels) exceeds limit")
+
+
+def test_a_file_too_short_for_some_readers_is_still_identified_by_the_others():
+    # Three bytes: Pillow's DIB test cannot read them; its PPM reader claims them.
+    with pytest.raises(InvalidImage) as caught:
+        decode(b"P6\n")
+    assert caught.value.context == {"format": "PPM"}
+    assert caught.value.detail.startswith("the PPM image header is corrupt: ")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"BM\x00", b"BM" + bytes(12) + struct.pack("<I", 99) + bytes(40)],
+    ids=["header-cut", "unknown-header-size"],
+)
+def test_a_broken_header_of_a_known_format_is_an_invalid_image(payload):
+    with pytest.raises(InvalidImage) as caught:
+        decode(payload)
+    assert caught.value.context == {"format": "BMP"}
+    assert caught.value.detail.startswith("the BMP image header is corrupt: ")
+    assert len(caught.value.detail) > len("the BMP image header is corrupt: ")
+
+
+def test_pixel_limit_applies_when_pillow_has_none(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    payload = pil_encode(GRAY, "PNG")
+    assert_array_equal(decode_image(payload, max_pixels=5120), GRAY)
+    with pytest.raises(ImageTooLarge) as caught:
+        decode_image(payload, max_pixels=5119)
+    assert caught.value.context == {"pixels": 5120, "limit": 5119}
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype"),
+    [
+        ([[0, 65535], [1, 2]], np.uint16),
+        ([[0, 65536], [1, 2]], np.int32),
+        ([[-1, 65535], [1, 2]], np.int32),
+    ],
+    ids=["0-and-65535", "one-over", "one-under"],
+)
+def test_32_bit_integer_tiff_narrows_exactly_at_the_uint16_bounds(values, dtype):
+    image = np.array(values, np.int32)
+    decoded = decode(pil_encode(Image.fromarray(image), "TIFF"))
+    assert decoded.dtype == dtype
+    assert_array_equal(decoded, image)
+
+
+def half_way_points(dtype) -> np.ndarray:
+    """The values that float * 255 puts on or next to a rounding boundary."""
+    middles = ((np.arange(255) + 0.5) / 255).astype(dtype)
+    return np.stack([middles, np.nextafter(middles, dtype(2)), np.nextafter(middles, dtype(-1))])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_float_rounding_boundaries_match_img_as_ubyte(dtype):
+    # skimage scales in the input's precision (float32 stays float32); so does encode_png.
+    image = half_way_points(dtype)
+    assert_array_equal(read_png(encode_png(image))[1][:, :, 0], util.img_as_ubyte(image))
+
+
+def test_png_header_fields_and_end_follow_the_png_specification():
+    payload = encode_png(np.zeros((3, 5, 3), np.uint16))
+    chunks = list(png_chunks(payload))
+    assert chunks[0] == (b"IHDR", struct.pack(">IIBBBBB", 5, 3, 16, 2, 0, 0, 0))
+    assert chunks[-1] == (b"IEND", b"")
+    assert payload.endswith(b"\x00\x00\x00\x00IEND\xae\x42\x60\x82")
+
+
+def idat_stream(payload: bytes) -> bytes:
+    return b"".join(body for kind, body in png_chunks(payload) if kind == b"IDAT")
+
+
+@pytest.mark.parametrize("compress_level", range(1, 10))
+def test_the_deflate_stream_is_isal_at_level_1_and_zlib_otherwise(compress_level):
+    # Level 0 is left out: its stored blocks split where the writer's calls split them.
+    image = data.camera()[:64]
+    stream = idat_stream(encode_png(image, compress_level=compress_level))
+    raw = zlib.decompress(stream)
+    compress = isal_zlib.compress if compress_level == 1 else zlib.compress
+    assert stream == compress(raw, compress_level)
+    if compress_level == 1:
+        assert stream == idat_stream(encode_png(image))  # the default level
+
+
+def test_compress_level_refusal_says_why():
+    with pytest.raises(InvalidParameter) as caught:
+        encode_png(GRAY, compress_level=-1)
+    assert caught.value.detail == "invalid `compress_level`: must be in 0..9, got -1"
+
+
+def test_summarize_means_float32_in_double_precision():
+    # In float32, 2**24 + 1 is 2**24 again: a float32 accumulator would lose the ones.
+    image = np.array([[2.0**24, 1.0], [1.0, 1.0]], dtype=np.float32)
+    assert summarize(image)["mean"] == statistics.fmean([2.0**24, 1.0, 1.0, 1.0])

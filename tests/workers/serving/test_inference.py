@@ -1,4 +1,5 @@
 import asyncio
+import logging
 import threading
 import time
 
@@ -103,6 +104,12 @@ def test_a_released_model_refuses_to_predict(spiral):
         model.predict([[0.0, 0.0]])
 
 
+def run(main, timeout_s: float = 10.0):
+    """``asyncio.run`` with a bound: a batcher that stops answering fails the test (every
+    test here takes a second at most) rather than hanging it."""
+    return asyncio.run(asyncio.wait_for(main, timeout_s))
+
+
 class CountingRunner:
     """Runs the forward inline and records the size of every pass."""
 
@@ -134,7 +141,7 @@ def test_batcher_gathers_concurrent_requests(spiral):
         await batcher.aclose()
         return batcher, answers
 
-    batcher, answers = asyncio.run(main())
+    batcher, answers = run(main())
     assert runner.batches == [sum(len(r) for r in requests)]
     assert batcher.forward_calls == 1 and batcher.requests == len(requests)
     for request, answer in zip(requests, answers, strict=True):
@@ -158,7 +165,7 @@ def test_batches_hold_at_most_max_batch_size_rows():
         await batcher.aclose()
         return small, answers
 
-    small, answers = asyncio.run(main())
+    small, answers = run(main())
     assert all(size <= 8 for size in runner.batches[:-1])
     assert sum(runner.batches) == 18 + 20
     for x, answer in zip(small, answers, strict=False):
@@ -188,7 +195,7 @@ def test_a_lone_client_is_never_delayed():
         await batcher.aclose()
         return waits
 
-    waits = asyncio.run(main())
+    waits = run(main())
     # One pass each (0.1 s); a batch that waited for company would add up to a pass more.
     assert passes == [1, 1, 1, 1]
     assert sorted(waits)[1] < 0.19, waits
@@ -209,7 +216,7 @@ def test_clients_that_come_back_one_by_one_are_gathered_into_one_pass_again():
         await asyncio.gather(*(client(n) for n in range(clients)))
         await batcher.aclose()
 
-    asyncio.run(main())
+    run(main())
     # With no wait (or a wait for any company at all) the first client back would run
     # alone and the other seven in the next pass.
     assert passes == [clients] * rounds
@@ -232,7 +239,7 @@ def test_a_batch_waits_at_most_one_pass_and_forgets_the_crowd(monkeypatch):
         await batcher.aclose()
         return after_crowd, later
 
-    after_crowd, later = asyncio.run(main())
+    after_crowd, later = run(main())
     assert passes == [6, 1, 1]
     assert 0.19 <= after_crowd < 0.6  # a pass of waiting (not the 1 s cap), then its pass
     assert later < 0.19  # the crowd is forgotten: no wait (a wait would make it >= 0.2)
@@ -250,7 +257,7 @@ def test_with_no_queue_delay_a_batch_never_waits():
         await batcher.aclose()
         return waited
 
-    assert asyncio.run(main()) < 0.19
+    assert run(main()) < 0.19
     assert passes == [6, 1]
 
 
@@ -277,7 +284,7 @@ def test_a_bad_request_fails_alone_and_a_failed_pass_fails_its_batch(spiral):
         await failing.aclose()
         return good, bad, errors
 
-    good, bad, errors = asyncio.run(main())
+    good, bad, errors = run(main())
     assert good["classes"].shape == (1,)
     assert isinstance(bad, InvalidParameter)
     assert [str(error) for error in errors] == ["device lost", "device lost"]
@@ -311,7 +318,7 @@ def test_closing_fails_waiting_requests():
             await batcher.submit(np.zeros((1, 1)))
         return outcomes
 
-    outcomes = asyncio.run(main())
+    outcomes = run(main())
     assert all(isinstance(outcome, ModelUnavailable) for outcome in outcomes)
 
 
@@ -358,7 +365,7 @@ def test_concurrent_batches_overlap_and_answer_their_own_requests(concurrency):
         await batcher.aclose()
         return batcher, inputs, answers, elapsed
 
-    batcher, inputs, answers, elapsed = asyncio.run(main())
+    batcher, inputs, answers, elapsed = run(main())
     for x, answer in zip(inputs, answers, strict=True):
         np.testing.assert_array_equal(answer["y"], x * 10)
     assert sorted(rows for _, _, rows in probe.spans) == [4, 4, 4]
@@ -388,7 +395,7 @@ def test_a_free_runner_takes_what_queued_while_both_were_busy():
         await batcher.aclose()
         return answers
 
-    answers = asyncio.run(main())
+    answers = run(main())
     assert [float(a["y"][0, 0]) for a in answers] == [n * 10.0 for n in range(7)]
     assert [rows for _, _, rows in sorted(probe.spans)] == [1, 1, 5]
     assert probe.most_active == 2
@@ -414,7 +421,7 @@ def test_a_failed_pass_fails_only_its_own_batch_when_batches_run_concurrently():
         await batcher.aclose()
         return outcomes
 
-    bad, two, three = asyncio.run(main())
+    bad, two, three = run(main())
     assert isinstance(bad, RuntimeError) and str(bad) == "bad batch"
     assert float(two["y"][0, 0]) == 2.0 and float(three["y"][0, 0]) == 3.0
 
@@ -434,7 +441,7 @@ def test_draining_waits_for_every_running_batch_and_the_queue():
             await batcher.submit(np.zeros((1, 1)))
         return await asyncio.gather(*futures)
 
-    answers = asyncio.run(main())
+    answers = run(main())
     assert [float(a["y"][0, 0]) for a in answers] == [0.0, 10.0, 20.0]
     assert len(probe.spans) == 3
 
@@ -456,7 +463,7 @@ def test_draining_is_woken_by_the_last_batch_not_by_polling(monkeypatch):
         monkeypatch.undo()
         return await asyncio.gather(*futures)
 
-    answers = asyncio.run(main())
+    answers = run(main())
     assert [float(a["y"][0, 0]) for a in answers] == [0.0, 1.0]
 
 
@@ -473,7 +480,7 @@ def test_close_from_synchronous_code_fails_the_queue_at_once():
         await batcher.aclose()  # closing twice is harmless
         return outcomes
 
-    outcomes = asyncio.run(main())
+    outcomes = run(main())
     assert all(isinstance(outcome, ModelUnavailable) for outcome in outcomes)
 
 
@@ -496,7 +503,7 @@ def test_closing_fails_every_running_batch_and_the_queue():
         gate.set()
         return await asyncio.gather(*futures, return_exceptions=True)
 
-    outcomes = asyncio.run(main())
+    outcomes = run(main())
     assert started == [1, 1]  # the third never ran
     assert all(isinstance(outcome, ModelUnavailable) for outcome in outcomes)
 
@@ -512,3 +519,230 @@ def test_release_empties_the_cuda_cache_for_cuda_models(spiral, monkeypatch):
     model.device = "cuda"  # as if loaded there; release must hand the memory back
     model.release()
     assert emptied == [True]
+
+
+def test_refusals_after_closing_say_the_model_was_unloaded():
+    gated = GatedForward()
+
+    async def main():
+        batcher = DynamicBatcher(gated, max_batch_size=1, max_queue_delay_ms=0)
+        running = asyncio.ensure_future(batcher.submit(np.zeros((1, 1))))
+        queued = asyncio.ensure_future(batcher.submit(np.zeros((1, 1))))
+        await asyncio.sleep(0.02)
+        batcher.close()
+        gated.gate.set()
+        outcomes = await asyncio.gather(running, queued, return_exceptions=True)
+        with pytest.raises(ModelUnavailable) as refused:
+            await batcher.submit(np.zeros((1, 1)))
+        return outcomes, refused.value
+
+    outcomes, refused = run(main())
+    assert [error.detail for error in outcomes] == ["the model was unloaded"] * 2
+    assert refused.detail == "the model was unloaded; retry the request"
+
+
+def test_aclose_returns_once_the_batchers_own_tasks_have_ended():
+    gated = GatedForward()
+
+    async def main():
+        before = asyncio.all_tasks()
+        batcher = DynamicBatcher(gated, max_batch_size=1, max_queue_delay_ms=0)
+        futures = [asyncio.ensure_future(batcher.submit(np.zeros((1, 1)))) for _ in range(2)]
+        await asyncio.sleep(0.02)  # one pass running, one request queued
+        await batcher.aclose()
+        left = asyncio.all_tasks() - before - set(futures)  # the worker and the batch tasks
+        gated.gate.set()
+        await asyncio.gather(*futures, return_exceptions=True)
+        return left
+
+    assert run(main()) == set()
+
+
+def test_draining_refuses_new_requests_while_it_waits():
+    gated = GatedForward()
+
+    async def main():
+        batcher = DynamicBatcher(gated, max_batch_size=1, max_queue_delay_ms=0)
+        running = asyncio.ensure_future(batcher.submit(np.ones((1, 1))))
+        await asyncio.sleep(0.02)
+        draining = asyncio.ensure_future(batcher.aclose(drain=True))
+        await asyncio.sleep(0.02)
+        assert not draining.done()  # the pass is still held at the gate
+        with pytest.raises(ModelUnavailable):
+            await batcher.submit(np.zeros((1, 1)))
+        gated.gate.set()
+        await draining
+        return await running
+
+    assert float(run(main())["y"][0, 0]) == 1.0
+
+
+def test_draining_lets_a_lone_running_batch_finish():
+    gated = GatedForward()
+
+    async def main():
+        batcher = DynamicBatcher(gated, max_queue_delay_ms=0)
+        running = asyncio.ensure_future(batcher.submit(np.full((1, 1), 7.0)))
+        await asyncio.sleep(0.02)  # running, nothing queued
+        asyncio.get_running_loop().call_later(0.05, gated.gate.set)
+        await batcher.aclose(drain=True)
+        return await running
+
+    assert float(run(main())["y"][0, 0]) == 7.0
+
+
+def test_draining_runs_a_gathering_batch_at_once():
+    starts: list[float] = []
+
+    def forward(batch):
+        starts.append(time.perf_counter())
+        time.sleep(0.3)
+        return {"y": batch}
+
+    async def main():
+        batcher = DynamicBatcher(forward, max_queue_delay_ms=1000)
+        await asyncio.gather(*(batcher.submit(np.zeros((1, 1))) for _ in range(4)))
+        # The crowd of 4 is remembered: a lone request waits up to a pass (0.3 s) for 3 more.
+        lone = asyncio.ensure_future(batcher.submit(np.full((1, 1), 5.0)))
+        await asyncio.sleep(0.02)
+        closing = time.perf_counter()
+        await batcher.aclose(drain=True)
+        return closing, await lone
+
+    closing, answer = run(main())
+    assert float(answer["y"][0, 0]) == 5.0
+    assert len(starts) == 2
+    assert starts[1] - closing < 0.15  # not the rest of the 0.3 s wait
+
+
+def test_rows_queued_while_a_pass_runs_count_toward_the_peak_with_the_running_ones():
+    passes: list[int] = []
+
+    async def main():
+        batcher = DynamicBatcher(_slow_forward(0.2, passes), max_queue_delay_ms=1000)
+        first = asyncio.ensure_future(batcher.submit(np.zeros((1, 1))))  # runs at once
+        await asyncio.sleep(0.05)
+        # 1 running + 2 waiting: 3 rows held at once, so the next batch expects 3.
+        queued = [asyncio.ensure_future(batcher.submit(np.zeros((1, 1)))) for _ in range(2)]
+        await asyncio.sleep(0.2)  # the first pass is over; the batch of 2 waits for one more
+        late = asyncio.ensure_future(batcher.submit(np.zeros((1, 1))))
+        await asyncio.gather(first, *queued, late)
+        await batcher.aclose()
+
+    run(main())
+    assert passes == [1, 3]
+
+
+def test_reaching_the_peak_again_renews_it(monkeypatch):
+    monkeypatch.setattr(batching, "PEAK_WINDOW_S", 0.5)
+    passes: list[int] = []
+
+    async def main():
+        batcher = DynamicBatcher(_slow_forward(0.1, passes), max_queue_delay_ms=1000)
+        await asyncio.gather(*(batcher.submit(np.zeros((1, 1))) for _ in range(3)))
+        await asyncio.sleep(0.3)
+        # 0.4 s after the first crowd of 3, a second crowd of 3 sets the peak anew.
+        await asyncio.gather(*(batcher.submit(np.zeros((1, 1))) for _ in range(3)))
+        await asyncio.sleep(0.15)
+        # 0.65 s after the first crowd, 0.25 s after the second: the peak is still 3.
+        started = time.perf_counter()
+        await batcher.submit(np.zeros((1, 1)))
+        waited = time.perf_counter() - started
+        await batcher.aclose()
+        return waited
+
+    waited = run(main())
+    assert passes == [3, 3, 1]
+    assert waited >= 0.19  # a pass of waiting for the crowd, then its own pass
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "reason"),
+    [
+        ("max_batch_size", 0, "must be >= 1"),
+        ("max_queue_delay_ms", -1, "must be >= 0"),
+        ("max_concurrent_batches", 0, "must be >= 1"),
+    ],
+)
+def test_bad_batcher_options_name_the_option(option, value, reason):
+    with pytest.raises(InvalidParameter) as caught:
+        DynamicBatcher(lambda b: {"y": b}, **{option: value})
+    assert caught.value.parameter == option
+    assert caught.value.detail == f"invalid `{option}`: {reason}"
+
+
+def test_by_default_a_pass_holds_at_most_256_rows_and_the_answer_is_whole():
+    passes: list[int] = []
+
+    async def main():
+        batcher = DynamicBatcher(_slow_forward(0, passes))
+        answer = await batcher.submit(np.arange(300.0).reshape(300, 1))
+        await batcher.aclose()
+        return answer
+
+    np.testing.assert_array_equal(run(main())["y"], np.arange(300.0).reshape(300, 1))
+    assert passes == [256, 44]
+
+
+def test_a_batch_waits_at_most_max_queue_delay_ms_when_passes_are_longer():
+    passes: list[int] = []
+
+    async def main():
+        batcher = DynamicBatcher(_slow_forward(0.3, passes), max_queue_delay_ms=50)
+        await asyncio.gather(*(batcher.submit(np.zeros((1, 1))) for _ in range(4)))
+        started = time.perf_counter()
+        await batcher.submit(np.zeros((1, 1)))  # waits for three that do not come
+        waited = time.perf_counter() - started
+        await batcher.aclose()
+        return waited
+
+    waited = run(main())
+    assert passes == [4, 1]
+    assert waited < 0.5  # 50 ms of waiting and its pass, not a pass (0.3 s) of waiting
+
+
+def test_rows_running_in_overlapping_batches_all_count():
+    starts: list[tuple[float, int]] = []
+
+    def forward(batch):
+        starts.append((time.perf_counter(), len(batch)))
+        time.sleep(0.3)
+        return {"y": batch}
+
+    def rows(n):
+        return np.zeros((n, 1))
+
+    async def main():
+        batcher = DynamicBatcher(forward, max_queue_delay_ms=1000, max_concurrent_batches=2)
+        await batcher.submit(rows(1))  # a pass to measure: batches now wait up to 0.3 s
+        a = asyncio.ensure_future(batcher.submit(rows(2)))
+        await asyncio.sleep(0.05)
+        b = asyncio.ensure_future(batcher.submit(rows(3)))  # runs beside a
+        await asyncio.sleep(0.05)
+        c = asyncio.ensure_future(batcher.submit(rows(1)))  # both runners busy: queues
+        await a
+        # 6 rows were held at once, 3 still run (b): c's batch expects 3 rows, not more.
+        await asyncio.sleep(0.1)
+        sent = time.perf_counter()
+        d = asyncio.ensure_future(batcher.submit(rows(2)))
+        await asyncio.gather(b, c, d)
+        await batcher.aclose()
+        return sent
+
+    sent = run(main())
+    assert [size for _, size in starts] == [1, 2, 3, 3]
+    assert starts[-1][0] - sent < 0.1  # it ran as soon as d came, not at the end of its wait
+
+
+def test_a_batcher_leaves_no_error_in_the_event_loops_log(caplog):
+    async def main():
+        batcher = DynamicBatcher(lambda b: {"y": b}, max_batch_size=2, max_queue_delay_ms=0)
+        await asyncio.gather(*(batcher.submit(np.zeros((1, 1))) for _ in range(5)))
+        pending = asyncio.ensure_future(batcher.submit(np.zeros((1, 1))))
+        await asyncio.sleep(0)  # queued: the drain waits for it
+        await batcher.aclose(drain=True)
+        await pending
+
+    with caplog.at_level(logging.WARNING):
+        run(main())
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
