@@ -319,7 +319,7 @@ async def test_a_cancelled_training_stops_at_its_next_report(backend: Backend) -
     await wait_until(lambda: backend.progress, timeout_s=60)
     backend.lanes.cancel("long")
     result = await asyncio.wait_for(outcome, 30)  # well within the 30 s grace: not killed
-    assert result == Outcome("cancelled", "cancelled by request")
+    assert result == Outcome("cancelled", "cancelled by request"), result.reason
 
 
 async def test_a_training_whose_process_dies_fails_with_the_reason(backend: Backend) -> None:

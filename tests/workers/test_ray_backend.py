@@ -3,7 +3,7 @@
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import numpy as np
@@ -16,11 +16,13 @@ from workers.errors import (
     PoolUnavailable,
     QueueFull,
     RemoteError,
+    WorkCancelled,
     WorkerDied,
     WorkTimeout,
 )
 from workers.local import TrainingProcesses
 from workers.ray_backend import RayModelServer, RayPool, TrainingTasks
+from workers.ray_backend.lanes import _DirectRun
 from workers.ray_backend.runtime import gpu_shares
 from workers.ray_backend.serving import actor_for
 from workers.serving import LoadedModel, ModelServer
@@ -158,6 +160,50 @@ async def test_same_config_gives_the_same_weights_as_the_local_lanes() -> None:
     here, there = outcomes
     assert here.status == there.status == "succeeded"
     assert here.weights == there.weights
+
+
+def _stream_that_stops_its_way(on_interrupt: str, end_at: int | None) -> Iterator[Any]:
+    """A training task's stream that reacts to its cancel (an interrupt) by ending
+    (``return``, what Ray reports when the interrupt lands in its own code around a yield)
+    or by its worker's exit, or ends by itself at item ``end_at``."""
+    yield "started", "cpu"
+    try:
+        for epoch in range(100_000):
+            if epoch == end_at:
+                return
+            time.sleep(0.01)
+            yield "progress", {"epoch": epoch}
+    except KeyboardInterrupt:
+        if on_interrupt == "exit":
+            os._exit(3)
+
+
+@pytest.mark.parametrize("on_interrupt", ["return", "exit"])
+async def test_a_training_stream_that_ends_any_way_after_a_cancel_was_cancelled(
+    on_interrupt: str,
+) -> None:
+    import ray
+
+    task = ray.remote(max_calls=1)(_stream_that_stops_its_way)
+    run = _DirectRun(task.options(num_returns="streaming").remote(on_interrupt, None))
+    events = run.events()
+    assert [await anext(events), await anext(events)] == [
+        ("started", "cpu"),
+        ("progress", {"epoch": 0}),
+    ]
+    run.stop(force=False)
+    with pytest.raises(WorkCancelled):  # the lanes end the job `cancelled`
+        async for _ in events:
+            pass
+
+
+async def test_a_training_stream_that_ends_early_by_itself_is_no_cancel() -> None:
+    import ray
+
+    task = ray.remote(max_calls=1)(_stream_that_stops_its_way)
+    run = _DirectRun(task.options(num_returns="streaming").remote("exit", 2))
+    items = [item async for item in run.events()]  # the lanes: "ended without an outcome"
+    assert [kind for kind, _ in items] == ["started", "progress", "progress"]
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from typing import Any
 import ray
 from ray import exceptions as rex
 
+from workers.errors import PoolUnavailable, WorkCancelled, WorkerDied
 from workers.ray_backend._errors import map_ray_errors
 from workers.ray_backend.runtime import ray_device
 from workers.training.lanes import Outcome, run_training
@@ -140,15 +141,35 @@ def _on_ray_client() -> bool:
 class _TaskRun:
     """A training task's run: its stream, with Ray's errors in this house's terms."""
 
+    #: Whether the run was asked to stop (:meth:`stop`).
+    stopping = False
+
     async def events(self) -> AsyncIterator[tuple[str, Any]]:
-        with map_ray_errors("the job"):
-            async for item in self._stream():
-                yield item
+        try:
+            with map_ray_errors("the job"):
+                async for item in self._stream():
+                    yield item
+        except WorkCancelled:
+            raise
+        except (WorkerDied, PoolUnavailable) as exc:
+            # A cancel is an interrupt in the task. Landing in the training's loop it
+            # comes back as TaskCancelledError; landing in Ray's own code around a
+            # yield it may come back as the task's failure or its worker's exit, or
+            # end the stream early. Any of them after a stop is the stop's doing.
+            if self.stopping:
+                raise WorkCancelled(f"the job was cancelled ({exc.detail})") from None
+            raise
+        if self.stopping:
+            raise WorkCancelled("the job was cancelled (its stream ended early)")
 
     def _stream(self) -> AsyncIterator[tuple[str, Any]]:
         raise NotImplementedError
 
     def stop(self, *, force: bool) -> None:
+        self.stopping = True
+        self._stop(force=force)
+
+    def _stop(self, *, force: bool) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -165,7 +186,7 @@ class _DirectRun(_TaskRun):
         async for ref in self._generator:
             yield await ref
 
-    def stop(self, *, force: bool) -> None:
+    def _stop(self, *, force: bool) -> None:
         with contextlib.suppress(Exception):  # best effort: the task may be gone already
             ray.cancel(self._generator, force=force)
 
@@ -186,7 +207,7 @@ class _RelayedRun(_TaskRun):
                 raise payload
             yield kind, payload
 
-    def stop(self, *, force: bool) -> None:
+    def _stop(self, *, force: bool) -> None:
         with contextlib.suppress(Exception):  # best effort: the relay may be gone already
             self._relay.cancel.remote(force)
 
