@@ -35,9 +35,10 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import ndimage as ndi
-from skimage import color, exposure, feature, filters, util
+from skimage import color, exposure, filters, util
 
 from workers.errors import IncompatibleImage, InvalidParameter, NotFound
+from workers.images._canny import canny
 
 __all__ = [
     "OPS",
@@ -479,7 +480,7 @@ def _canny(image: np.ndarray, params: CannyParams) -> StepResult:
     if image.dtype.itemsize == 8 and image.dtype.kind in "iu":
         raise IncompatibleImage("`canny` does not support 64-bit integer images", op="canny")
     try:
-        edges = feature.canny(
+        edges = canny(
             image,
             sigma=params.sigma,
             low_threshold=params.low_threshold,
@@ -533,10 +534,33 @@ class EqualizeHistParams(OpParams):
 
 def _equalize_hist(image: np.ndarray, params: EqualizeHistParams) -> StepResult:
     _require_finite(image, "equalize_hist")
-    numeric = histogram_input(image)
     # skimage pools the channels of a color image anyway; a flat view avoids its warning.
-    out = exposure.equalize_hist(numeric.reshape(-1), nbins=params.nbins)
+    values = histogram_input(image).reshape(-1)
+    if values.dtype.kind in "iu" and values.dtype.itemsize <= 4 and values.size:
+        out = _equalize_integers(values, params.nbins)
+    else:
+        out = exposure.equalize_hist(values, nbins=params.nbins)
     return StepResult(out.reshape(image.shape))
+
+
+def _equalize_integers(values: np.ndarray, nbins: int) -> np.ndarray:
+    """``exposure.equalize_hist`` of integer values, bit for bit, in a fraction of its time.
+
+    skimage interpolates every pixel into the cdf (``np.interp``: a search per pixel). An
+    integer image has one bin per value, centred on the value, so a pixel's result
+    depends on its value alone: interpolating the bin centres once gives a table, and
+    looking the pixels up in it gives the very doubles skimage computes (values of up
+    to 32 bits convert to float64 exactly). 4x faster on camera 512x512.
+    """
+    cdf, centers = exposure.cumulative_distribution(values, nbins)
+    table = np.interp(centers, centers, cdf)
+    low = int(centers[0])
+    if values.dtype.kind == "u" and values.dtype.itemsize <= 2:
+        # A table over the dtype's whole range is indexed by the values themselves.
+        whole = np.zeros(1 << (8 * values.dtype.itemsize))
+        whole[low : low + table.size] = table
+        return whole.take(values)
+    return table.take(values.astype(np.int64) - low)
 
 
 _KernelSide = Annotated[int, Field(ge=1)]

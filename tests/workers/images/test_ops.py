@@ -581,6 +581,31 @@ def test_equalize_hist_on_other_dtypes(dtype):
     assert_allclose(run("equalize_hist", image).image, exposure.equalize_hist(image))
 
 
+@pytest.mark.parametrize(
+    "dtype", ["uint8", "uint16", "uint32", "int8", "int16", "int32", "int64", "uint64"]
+)
+@pytest.mark.parametrize("offset", [0, 1000])
+def test_equalize_hist_on_integers_is_skimage_bit_for_bit(dtype, offset):
+    # Integer images take a lookup table instead of skimage's per-pixel interpolation:
+    # the same doubles are required, not close ones, over every integer dtype, values
+    # that start at the dtype's minimum or above it, with gaps (unused values).
+    info = np.iinfo(dtype)
+    low = max(int(info.min), -3000) + (offset if info.max > 3000 else 0)
+    rng = np.random.default_rng(offset)
+    values = rng.integers(low, min(int(info.max), low + 6000), size=(97, 61), endpoint=True)
+    image = values.astype(dtype)
+    image[image % 7 == 3] = image.min()  # unused values: bins that stay empty
+    result = run("equalize_hist", image).image
+    expected = exposure.equalize_hist(image)
+    assert result.dtype == expected.dtype == np.float64
+    assert result.tobytes() == expected.tobytes()
+
+
+def test_equalize_hist_on_a_constant_integer_image_is_skimage_bit_for_bit():
+    image = np.full((5, 4), 200, np.uint8)
+    assert run("equalize_hist", image).image.tobytes() == exposure.equalize_hist(image).tobytes()
+
+
 def test_equalize_hist_on_color_matches_skimage_without_its_warning():
     with pytest.warns(UserWarning, match="color image"):
         expected = exposure.equalize_hist(CAT)
