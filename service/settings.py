@@ -105,6 +105,14 @@ class Settings(BaseSettings):
         30.0, gt=0, le=3600, description="Per-request limit, queue wait included, before 504."
     )
     retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After sent with 429.")
+    image_worker_keep_freed_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        le=1024 * 1024 * 1024,
+        description="Freed memory each image worker keeps for its next request instead of "
+        "returning it to the kernel (glibc): big temporaries then cost no page faults. "
+        "0: the C library's defaults.",
+    )
 
     # Image limits
     max_upload_bytes: int = Field(

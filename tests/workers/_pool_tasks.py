@@ -47,3 +47,22 @@ def raise_bug() -> None:
 
 def unpicklable_result() -> object:
     return lambda: None
+
+
+def page_faults_of_big_temporaries(rounds: int) -> int:
+    """Minor page faults of ``rounds`` times three 2 MiB temporaries, as an op makes them."""
+    import resource
+
+    import numpy as np
+
+    def work() -> None:
+        a = np.ones(1 << 18)
+        b = a * 2
+        c = a + b
+        del a, b, c
+
+    work()  # the first round may grow the heap
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(rounds):
+        work()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before

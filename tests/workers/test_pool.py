@@ -22,13 +22,25 @@ from workers.errors import (
     WorkerDied,
     WorkTimeout,
 )
-from workers.pool import LocalPool, _worker_main, execute, get_within
+from workers.pool import (
+    DEFAULT_KEEP_FREED_BYTES,
+    LocalPool,
+    _worker_main,
+    execute,
+    get_within,
+    keep_freed_memory,
+)
 
 pytestmark = pytest.mark.anyio
 
 
 def make_pool(
-    size: int = 1, *, queue: int = 4, timeout_s: float = 10.0, retry_after_s: int = 1
+    size: int = 1,
+    *,
+    queue: int = 4,
+    timeout_s: float = 10.0,
+    retry_after_s: int = 1,
+    keep_freed_bytes: int = DEFAULT_KEEP_FREED_BYTES,
 ) -> LocalPool:
     return LocalPool(
         size,
@@ -36,6 +48,7 @@ def make_pool(
         default_timeout_s=timeout_s,
         retry_after_s=retry_after_s,
         preload=(),
+        keep_freed_bytes=keep_freed_bytes,
     )
 
 
@@ -289,7 +302,7 @@ def test_a_worker_loop_answers_each_job_and_ends_with_its_runner(monkeypatch) ->
     for var in threads:
         monkeypatch.delenv(var, raising=False)
     runner, worker = socket.socketpair()
-    loop = threading.Thread(target=_worker_main, args=(worker, ("json",)))
+    loop = threading.Thread(target=_worker_main, args=(worker, ("json",), 0))
     loop.start()
     try:
         assert _channel.receive(runner) == _channel.dumps(("ready", os.getpid()))
@@ -309,3 +322,28 @@ def test_a_worker_loop_answers_each_job_and_ends_with_its_runner(monkeypatch) ->
         loop.join(timeout=10)
         worker.close()
     assert not loop.is_alive()
+
+
+#: Three 2 MiB temporaries per round that fault their pages in: 3 x 512 faults of 4 KiB.
+FAULTS_PER_ROUND = 3 * 512
+
+
+@pytest.mark.parametrize("keep_freed_bytes", [DEFAULT_KEEP_FREED_BYTES, 1 << 20, 0])
+async def test_workers_keep_freed_memory_for_the_next_request(keep_freed_bytes: int) -> None:
+    # glibc by default returns big freed arrays to the kernel, so every request faults
+    # their pages in again; the setting has the worker's heap keep them. 1 MiB: less than
+    # one temporary, the same as the defaults for these 2 MiB arrays.
+    pool = make_pool(keep_freed_bytes=keep_freed_bytes)
+    await pool.start()
+    try:
+        faults = await pool.run(tasks.page_faults_of_big_temporaries, 20)
+    finally:
+        await pool.stop()
+    if keep_freed_bytes >= 8 << 20:
+        assert faults < FAULTS_PER_ROUND, faults  # not one round's worth in 20 rounds
+    else:
+        assert faults > 10 * FAULTS_PER_ROUND, faults
+
+
+def test_keeping_no_freed_memory_leaves_the_allocator_alone() -> None:
+    assert keep_freed_memory(0) is False  # what it does when taken: the test above

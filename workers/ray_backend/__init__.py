@@ -40,6 +40,7 @@ async def build(settings: BackendSettings) -> Backend:
             max_queue_depth=settings.max_queue_depth,
             default_timeout_s=settings.request_timeout_s,
             retry_after_s=settings.retry_after_s,
+            keep_freed_bytes=settings.image_worker_keep_freed_bytes,
         )
         trainings = Lanes(
             TrainingTasks(

@@ -34,7 +34,15 @@ from ray.actor import ActorHandle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from workers.errors import PoolUnavailable, RemoteError, WorkerDied, WorkTimeout
-from workers.pool import DEFAULT_PRELOAD, PoolStats, execute, get_within, queue_full
+from workers.pool import (
+    DEFAULT_KEEP_FREED_BYTES,
+    DEFAULT_PRELOAD,
+    PoolStats,
+    execute,
+    get_within,
+    keep_freed_memory,
+    queue_full,
+)
 from workers.ray_backend._errors import WORKER_LOST, map_ray_errors
 
 T = TypeVar("T")
@@ -58,7 +66,9 @@ def _execute(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
     return execute(functools.partial(fn, *args))
 
 
-def _preload(modules: Sequence[str]) -> None:
+def _prepare(modules: Sequence[str], keep_freed_bytes: int) -> None:
+    """Readies the process for image work: the ops imported, the allocator tuned."""
+    keep_freed_memory(keep_freed_bytes)
     for name in modules:
         importlib.import_module(name)
 
@@ -66,9 +76,9 @@ def _preload(modules: Sequence[str]) -> None:
 class ImageWorker:
     """A Ray actor that runs image work, one call at a time, with the ops imported."""
 
-    def __init__(self, preload: Sequence[str]) -> None:
+    def __init__(self, preload: Sequence[str], keep_freed_bytes: int) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # image work never touches a GPU
-        _preload(preload)
+        _prepare(preload, keep_freed_bytes)
 
     def run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
         return _execute(fn, args)
@@ -87,9 +97,10 @@ class ImageWorkers:
     of a node that left are dropped.
     """
 
-    def __init__(self, task_cpus: float, preload: Sequence[str]) -> None:
+    def __init__(self, task_cpus: float, preload: Sequence[str], keep_freed_bytes: int) -> None:
         self.task_cpus = task_cpus
         self._preload = tuple(preload)
+        self._keep_freed_bytes = keep_freed_bytes
         self._class = ray.remote(ImageWorker)
         # The pool's actors by id(), with the node each is pinned to.
         self._members: dict[int, tuple[str, ActorHandle]] = {}
@@ -129,7 +140,7 @@ class ImageWorkers:
                     max_restarts=-1,
                     max_task_retries=0,
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-                ).remote(self._preload)
+                ).remote(self._preload, self._keep_freed_bytes)
                 self._members[id(actor)] = node_id, actor
                 self._await_answer(actor)
 
@@ -235,12 +246,14 @@ class RayPool:
         retry_after_s: int = 1,
         preload: Sequence[str] = DEFAULT_PRELOAD,
         placement: Placement = "actors",
+        keep_freed_bytes: int = DEFAULT_KEEP_FREED_BYTES,
     ) -> None:
         self.task_cpus = task_cpus
         self.max_queue_depth = max_queue_depth
         self.default_timeout_s = default_timeout_s
         self.retry_after_s = retry_after_s
         self.placement = placement
+        self.keep_freed_bytes = keep_freed_bytes
         self._preload = tuple(preload)
         self._remote = ray.remote(_execute).options(
             num_cpus=task_cpus, num_gpus=0, max_retries=0, name="tensorlens-image"
@@ -254,14 +267,15 @@ class RayPool:
 
     async def start(self) -> None:
         if self.placement == "actors":
-            self._workers = ImageWorkers(self.task_cpus, self._preload)
+            self._workers = ImageWorkers(self.task_cpus, self._preload, self.keep_freed_bytes)
             await self._workers.reconcile()
             await self._workers.ready(START_TIMEOUT_S)
         else:
             self._count_task_slots()
             # One warm-up task per slot: the first requests find workers with the ops imported.
             warm = [
-                self._remote.remote(_preload, (self._preload,)) for _ in range(self._task_slots)
+                self._remote.remote(_prepare, (self._preload, self.keep_freed_bytes))
+                for _ in range(self._task_slots)
             ]
             try:
                 async with asyncio.timeout(START_TIMEOUT_S):
