@@ -50,13 +50,18 @@ def unpicklable_result() -> object:
 
 
 def page_faults_of_big_temporaries(rounds: int) -> int:
-    """Minor page faults of ``rounds`` times three 2 MiB temporaries, as an op makes them."""
+    """Minor page faults of ``rounds`` times three 16 MiB temporaries, as an op makes them.
+
+    16 MiB: more than the free chunks a process's heap may hold by chance (a large module
+    compiled at import leaves some), which would serve smaller arrays without a fault
+    whatever the allocator's settings; within the 32 MiB glibc serves from its heap.
+    """
     import resource
 
     import numpy as np
 
     def work() -> None:
-        a = np.ones(1 << 18)
+        a = np.ones(2 << 20)
         b = a * 2
         c = a + b
         del a, b, c

@@ -147,11 +147,11 @@ async def test_image_worker_actors_keep_freed_memory_as_told(keep_freed_bytes: i
     )
     await pool.start()
     try:
-        faults = await pool.run(tasks.page_faults_of_big_temporaries, 20)
+        faults = await pool.run(tasks.page_faults_of_big_temporaries, 10)
     finally:
         await pool.stop()
-    # 20 rounds of three 2 MiB temporaries: 30,000 faults when each is handed back.
-    assert (faults < 1000) if keep_freed_bytes else (faults > 10_000), faults
+    # 10 rounds of three 16 MiB temporaries: about 15,000 faults when each is handed back.
+    assert (faults < 100) if keep_freed_bytes else (faults > 3000), faults
 
 
 async def test_a_stopped_pool_refuses_work(pool: RayPool) -> None:
