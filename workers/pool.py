@@ -92,8 +92,9 @@ def queue_full(max_queue_depth: int, retry_after_s: int) -> QueueFull:
 #: ``image_worker_keep_freed_bytes`` setting).
 DEFAULT_KEEP_FREED_BYTES = 64 << 20
 
-#: glibc's ``mallopt`` parameters (malloc.h), and the largest mmap threshold it takes on a
-#: 64-bit system (``DEFAULT_MMAP_THRESHOLD_MAX``).
+#: glibc's ``mallopt`` parameters (malloc.h), and the largest mmap threshold every glibc
+#: takes on a 64-bit system (``DEFAULT_MMAP_THRESHOLD_MAX``; older ones refuse more, 2.36
+#: takes any).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MAX_MMAP_THRESHOLD = 32 << 20
 
