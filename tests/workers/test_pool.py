@@ -11,6 +11,7 @@ import pytest
 from tests._support import wait_until
 from tests.workers import _pool_tasks as tasks
 from workers import _channel
+from workers import pool as pool_module
 from workers.backend import PoolStats
 from workers.errors import (
     InvalidInput,
@@ -156,8 +157,9 @@ async def test_queued_job_past_its_deadline_never_runs() -> None:
         (pid,) = pool.worker_pids()
         blocker = asyncio.ensure_future(pool.run(tasks.sleep, 0.8))
         await asyncio.sleep(0.1)
-        with pytest.raises(WorkTimeout, match="did not start"):
+        with pytest.raises(WorkTimeout, match=r"did not start within 0\.2 s") as info:
             await pool.run(tasks.sleep, 0.01, timeout_s=0.2)
+        assert info.value.context == {"timeout_s": 0.2}  # the problem body's `timeout_s`
         assert await blocker == 0.8
         # Only once the pool has moved past the stale job does its fate show: run on a
         # spent deadline, it would have had its worker killed and replaced.
@@ -165,6 +167,21 @@ async def test_queued_job_past_its_deadline_never_runs() -> None:
         assert pool.worker_pids() == [pid] and pool.restarts == 0
     finally:
         await pool.stop()
+
+
+async def test_a_running_job_whose_runner_is_gone_fails_after_the_grace(monkeypatch) -> None:
+    # At shutdown the runners are cancelled with their jobs unsettled: a caller still
+    # waiting gives up a grace period after its deadline instead of waiting for ever.
+    monkeypatch.setattr(pool_module, "_SETTLE_GRACE_S", 0.3)
+    pool = make_pool(1, timeout_s=5)
+    await pool.start()
+    caller = asyncio.ensure_future(pool.run(tasks.sleep, 30, timeout_s=0.5))
+    await wait_until(lambda: pool.stats().in_flight == 1)
+    await pool.stop()
+    started = time.monotonic()
+    with pytest.raises(WorkTimeout, match=r"^the work did not finish within 0\.5 s$"):
+        await asyncio.wait_for(caller, 5)
+    assert time.monotonic() - started < 2
 
 
 async def test_a_queued_job_whose_client_left_never_runs(tmp_path) -> None:
