@@ -1,6 +1,7 @@
 import asyncio
 import os
 import pickle
+import re
 import signal
 import socket
 import threading
@@ -137,9 +138,15 @@ async def test_timeout_kills_the_runaway_worker_and_replaces_it() -> None:
     try:
         before = pool.worker_pids()
         started = time.perf_counter()
-        with pytest.raises(WorkTimeout):
+        with pytest.raises(WorkTimeout) as info:
             await pool.run(tasks.sleep, 30)
-        assert time.perf_counter() - started < 2
+        assert time.perf_counter() - started < 0.9  # stopped at its 0.5 s, not later
+        assert re.fullmatch(
+            r"the work was stopped after 0\.[4-8] s \(limit reached\)", info.value.detail
+        )
+        # The limit the job had from its start (it did not wait), to the millisecond.
+        limit = info.value.context["timeout_s"]
+        assert 0.45 < limit <= 0.5 and round(limit, 3) == limit, limit
         assert await pool.run(tasks.add, 2, 2, timeout_s=30) == 4  # on the replacement
         assert pool.worker_pids() != before and pool.restarts == 1
         with pytest.raises(WorkTimeout):
@@ -214,10 +221,51 @@ async def test_dead_worker_fails_only_its_request_and_is_replaced() -> None:
         with pytest.raises(WorkerDied) as info:
             await pool.run(tasks.crash)
         assert info.value.context["exit_code"] == 3
+        assert info.value.detail == (
+            "the worker process died (exit code 3) and was replaced; retry the request"
+        )
         assert await survivor == 0.5
         assert await pool.run(tasks.add, 3, 4) == 7
         await wait_until(lambda: pool.ready)
         assert pool.restarts == 1
+    finally:
+        await pool.stop()
+
+
+async def test_the_runner_of_a_dead_worker_goes_on_with_a_replacement() -> None:
+    pool = make_pool(1)
+    await pool.start()
+    try:
+        with pytest.raises(WorkerDied):
+            await pool.run(tasks.crash)
+        assert await asyncio.wait_for(pool.run(tasks.add, 1, 2), 20) == 3  # one worker
+    finally:
+        await pool.stop()
+
+
+async def test_a_job_for_a_worker_found_dead_runs_on_its_replacement() -> None:
+    # Killed while idle, the worker is found dead by the next job (before the idle check,
+    # every second, gets to it): the job runs on a replacement, it does not fail.
+    pool = make_pool(1)
+    await pool.start()
+    try:
+        (pid,) = pool.worker_pids()
+        assert await pool.run(tasks.pid) == pid
+        os.kill(pid, signal.SIGKILL)
+        await wait_until(lambda: not pool.ready)
+        assert await pool.run(tasks.pid) not in (pid, None)
+        assert pool.restarts == 1
+    finally:
+        await pool.stop()
+
+
+async def test_healthy_idle_workers_are_left_alone() -> None:
+    pool = make_pool(1)
+    await pool.start()
+    try:
+        (pid,) = pool.worker_pids()
+        await asyncio.sleep(2.5)  # past two of the runner's idle checks
+        assert pool.worker_pids() == [pid] and pool.restarts == 0
     finally:
         await pool.stop()
 
