@@ -305,6 +305,8 @@ async def test_a_worker_that_cannot_start_is_retried_until_one_does(monkeypatch)
 
 async def test_pool_refuses_work_when_not_started_or_stopped() -> None:
     pool = make_pool()
+    assert pool.ready is False
+    await pool.stop()  # stopping one never started (an app whose start failed) is a no-op
     with pytest.raises(PoolUnavailable) as caught:
         await pool.run(tasks.add, 1, 2)
     assert caught.value.detail == "the worker pool is not running"
@@ -329,9 +331,29 @@ async def test_a_runner_cancelled_as_its_job_arrives_stops_and_the_job_stays_que
 
 async def test_get_within_waits_at_most_its_timeout() -> None:
     queue: asyncio.Queue[int] = asyncio.Queue()
+    started = time.perf_counter()
     assert await get_within(queue, 0.0) is None
+    assert await get_within(queue, -1.0) is None  # a deadline already past: no wait
+    assert await get_within(queue, 0.2) is None
+    assert 0.2 <= time.perf_counter() - started < 0.6
     queue.put_nowait(1)
     assert await get_within(queue, 0.0) == 1
+
+
+async def test_a_full_queue_asks_to_retry_after_a_second_by_default() -> None:
+    pool = LocalPool(1, max_queue_depth=1, default_timeout_s=10, preload=())
+    await pool.start()
+    try:
+        running = asyncio.ensure_future(pool.run(tasks.sleep, 0.3))
+        await wait_until(lambda: pool.stats().in_flight == 1)
+        waiting = asyncio.ensure_future(pool.run(tasks.add, 1, 1))
+        await wait_until(lambda: pool.stats().queue_depth == 1)
+        with pytest.raises(QueueFull) as info:
+            await pool.run(tasks.add, 2, 2)
+        assert info.value.context["retry_after_s"] == 1
+        assert await running == 0.3 and await waiting == 2
+    finally:
+        await pool.stop()
 
 
 async def test_stats_say_how_many_workers_live_wait_and_work() -> None:
