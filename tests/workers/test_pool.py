@@ -303,6 +303,34 @@ async def test_a_worker_that_cannot_start_is_retried_until_one_does(monkeypatch)
         await pool.stop()
 
 
+async def test_a_pool_whose_workers_cannot_start_does_not_start(monkeypatch) -> None:
+    monkeypatch.setenv("TENSORLENS_TEST_REFUSE_START", "1")
+    pool = LocalPool(
+        1, max_queue_depth=4, default_timeout_s=10, preload=("tests.workers._refuse_start",)
+    )
+    with pytest.raises(PoolUnavailable, match=r"^a worker process failed to start: "):
+        await pool.start()
+
+
+async def test_stop_fails_the_waiting_jobs_at_once_and_may_be_called_again() -> None:
+    pool = make_pool(1, queue=4)
+    await pool.start()
+    running = asyncio.ensure_future(pool.run(tasks.sleep, 30, timeout_s=60))
+    await wait_until(lambda: pool.stats().in_flight == 1)
+    waiting = [asyncio.ensure_future(pool.run(tasks.add, i, i)) for i in range(2)]
+    await wait_until(lambda: pool.stats().queue_depth == 2)
+    await pool.stop()
+    for job in waiting:
+        with pytest.raises(PoolUnavailable) as info:
+            await asyncio.wait_for(job, 5)
+        assert info.value.detail == "the worker pool is shutting down"
+    assert pool.ready is False and pool.worker_pids() == []
+    await pool.stop()  # again: nothing left to do
+    running.cancel()  # its runner is gone: it would wait out its deadline and the grace
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+
 async def test_pool_refuses_work_when_not_started_or_stopped() -> None:
     pool = make_pool()
     assert pool.ready is False
