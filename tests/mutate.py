@@ -36,6 +36,7 @@ SNAPSHOT_FILES = ("constraints.txt",)
 #: Each module and the test files that are its own.
 MODULES: dict[str, tuple[str, ...]] = {
     "workers/images/ops.py": ("tests/workers/images/test_ops.py",),
+    "workers/images/_canny.py": ("tests/workers/images/test_canny.py",),
     "workers/images/codec.py": (
         "tests/workers/images/test_codec.py",
         "tests/workers/images/test_codec_arrays.py",

@@ -116,6 +116,7 @@ def keep_freed_memory(keep_bytes: int) -> bool:
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is None:
         return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     mapped = mallopt(_M_MMAP_THRESHOLD, min(keep_bytes, _MAX_MMAP_THRESHOLD))
     return bool(mapped and mallopt(_M_TRIM_THRESHOLD, keep_bytes))
 

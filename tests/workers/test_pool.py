@@ -394,6 +394,7 @@ async def test_stats_say_how_many_workers_live_wait_and_work() -> None:
         await wait_until(lambda: pool.stats().in_flight == 2)
         assert pool.stats() == PoolStats(2, 2, 1, 3, 2, 0)
         await asyncio.gather(*running)
+        assert pool.stats() == PoolStats(2, 2, 0, 3, 0, 0)  # each job counted out once
     finally:
         await pool.stop()
     assert pool.stats().workers_alive == 0
