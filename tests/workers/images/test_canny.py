@@ -47,7 +47,9 @@ def test_random_images_of_every_dtype_and_shape(dtype, shape, sigma) -> None:
         {"low_threshold": 250, "high_threshold": 255},  # nothing passes: no edge at all
     ],
 )
-@pytest.mark.parametrize("image", [CAMERA, COINS, util.img_as_float32(COINS)], ids=str)
+@pytest.mark.parametrize(
+    "image", [CAMERA, COINS, util.img_as_float32(COINS)], ids=["camera", "coins", "coins-float32"]
+)
 def test_thresholds_and_samples(image, params) -> None:
     assert_array_equal(canny(image, **params), feature.canny(image, **params))
 
