@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 from skimage import data, feature, util
+from skimage._shared.filters import gaussian
+from skimage._shared.utils import _supported_float_type
+from skimage.feature import _canny as skimage_canny
 
 from workers.images import _canny
 from workers.images._canny import canny
@@ -70,10 +73,23 @@ def test_kept_shapes_give_the_same_edges_again_whatever_came_between() -> None:
                 assert_array_equal(canny(image, sigma=sigma), feature.canny(image, sigma=sigma))
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "float16", "float32", "float64"])
+@pytest.mark.parametrize("sigma", [1.0, 2.5])
+def test_the_kept_blur_of_the_mask_smooths_as_skimage_does_to_the_bit(dtype, sigma) -> None:
+    # The smoothed image, before any threshold can hide a last-bit difference.
+    image = _noisy((40, 50), dtype)
+    expected, _ = skimage_canny._preprocess(image, None, sigma, "constant", 0.0)
+    float_type = np.dtype(_supported_float_type(image.dtype))
+    smoothed = gaussian(image, sigma=sigma, mode="constant", cval=0.0, preserve_range=False)
+    smoothed /= _canny._bleed_over(image.shape, float_type, sigma)
+    assert smoothed.dtype == expected.dtype
+    assert smoothed.tobytes() == expected.tobytes()
+
+
 def test_images_over_the_kept_size_are_computed_each_time(monkeypatch) -> None:
     monkeypatch.setattr(_canny, "CACHED_MAX_PIXELS", 100)
     _canny._cached_bleed_over.cache_clear()
-    image = _noisy((20, 30), "uint8")  # 600 pixels
+    image = _noisy((30, 10), "uint8")  # 300 pixels, though 10 x 10 would fit
     assert_array_equal(canny(image), feature.canny(image))
     assert _canny._cached_bleed_over.cache_info().currsize == 0
     small = _noisy((10, 10), "uint8")
@@ -92,7 +108,8 @@ def test_images_over_the_kept_size_are_computed_each_time(monkeypatch) -> None:
     ],
 )
 def test_the_same_errors_as_skimage(image, params, message) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as theirs:
         feature.canny(image, **params)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError) as ours:
         canny(image, **params)
+    assert str(ours.value) == str(theirs.value)
