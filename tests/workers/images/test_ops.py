@@ -602,6 +602,15 @@ def test_equalize_hist_on_integers_is_skimage_bit_for_bit(dtype, offset, nbins):
     assert result.tobytes() == expected.tobytes()
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_equalize_hist_on_floats_is_skimage_bit_for_bit(dtype):
+    # Floats take skimage's own path (bins over the value range, not one per value).
+    image = util.img_as_float(CAMERA).astype(dtype)
+    result = run("equalize_hist", image, nbins=100).image
+    expected = exposure.equalize_hist(image, nbins=100)
+    assert result.dtype == expected.dtype and result.tobytes() == expected.tobytes()
+
+
 def test_equalize_hist_on_a_constant_integer_image_is_skimage_bit_for_bit():
     image = np.full((5, 4), 200, np.uint8)
     assert run("equalize_hist", image).image.tobytes() == exposure.equalize_hist(image).tobytes()
