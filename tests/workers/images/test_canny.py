@@ -35,7 +35,9 @@ def _noisy(shape: tuple[int, int], dtype: str) -> np.ndarray:
 def test_random_images_of_every_dtype_and_shape(dtype, shape, sigma) -> None:
     image = _noisy(shape, dtype)
     kept = image.copy()
-    assert_array_equal(canny(image, sigma=sigma), feature.canny(image, sigma=sigma))
+    edges = canny(image, sigma=sigma)
+    assert edges.dtype == np.bool_
+    assert_array_equal(edges, feature.canny(image, sigma=sigma))
     assert_array_equal(image, kept)  # the input is left alone
 
 
@@ -54,7 +56,9 @@ def test_random_images_of_every_dtype_and_shape(dtype, shape, sigma) -> None:
     "image", [CAMERA, COINS, util.img_as_float32(COINS)], ids=["camera", "coins", "coins-float32"]
 )
 def test_thresholds_and_samples(image, params) -> None:
-    assert_array_equal(canny(image, **params), feature.canny(image, **params))
+    edges = canny(image, **params)
+    assert edges.dtype == np.bool_
+    assert_array_equal(edges, feature.canny(image, **params))
 
 
 def test_a_flat_image_has_no_edges_like_skimage_says() -> None:
