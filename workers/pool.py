@@ -121,13 +121,19 @@ def keep_freed_memory(keep_bytes: int) -> bool:
     return bool(mapped and mallopt(_M_TRIM_THRESHOLD, keep_bytes))
 
 
+def prepare_worker(preload: Sequence[str], keep_freed_bytes: int) -> None:
+    """Readies a process for image work, on any backend: the allocator tuned
+    (:func:`keep_freed_memory`), the ``preload`` modules imported."""
+    keep_freed_memory(keep_freed_bytes)
+    for name in preload:
+        importlib.import_module(name)
+
+
 def _worker_main(sock: socket.socket, preload: Sequence[str], keep_freed_bytes: int) -> None:
     # Each worker computes on one core; BLAS threads would only fight the other workers.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    keep_freed_memory(keep_freed_bytes)
-    for name in preload:
-        importlib.import_module(name)
+    prepare_worker(preload, keep_freed_bytes)
     _channel.send(sock, _channel.dumps(("ready", os.getpid())))
     while True:
         try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 import logging
 import os
 import pickle
@@ -40,7 +39,7 @@ from workers.pool import (
     PoolStats,
     execute,
     get_within,
-    keep_freed_memory,
+    prepare_worker,
     queue_full,
 )
 from workers.ray_backend._errors import WORKER_LOST, map_ray_errors
@@ -66,19 +65,12 @@ def _execute(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
     return execute(functools.partial(fn, *args))
 
 
-def _prepare(modules: Sequence[str], keep_freed_bytes: int) -> None:
-    """Readies the process for image work: the ops imported, the allocator tuned."""
-    keep_freed_memory(keep_freed_bytes)
-    for name in modules:
-        importlib.import_module(name)
-
-
 class ImageWorker:
     """A Ray actor that runs image work, one call at a time, with the ops imported."""
 
     def __init__(self, preload: Sequence[str], keep_freed_bytes: int) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # image work never touches a GPU
-        _prepare(preload, keep_freed_bytes)
+        prepare_worker(preload, keep_freed_bytes)
 
     def run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
         return _execute(fn, args)
@@ -274,7 +266,7 @@ class RayPool:
             self._count_task_slots()
             # One warm-up task per slot: the first requests find workers with the ops imported.
             warm = [
-                self._remote.remote(_prepare, (self._preload, self.keep_freed_bytes))
+                self._remote.remote(prepare_worker, (self._preload, self.keep_freed_bytes))
                 for _ in range(self._task_slots)
             ]
             try:
