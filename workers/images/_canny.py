@@ -7,8 +7,8 @@ type and ``sigma`` alone, yet costs two of the eight 1-D correlations of every c
 service that gets the same shapes again and again computes it once. The rest is
 skimage 0.26's ``canny`` (BSD-3-Clause, scikit-image developers) step for step, with
 skimage's own helpers, so the edges are the very booleans ``feature.canny`` returns
-(``tests/workers/images/test_ops.py`` compares them across dtypes, shapes, sigmas and
-thresholds).
+(``tests/workers/images/test_canny.py`` compares them, and the smoothed image, across
+dtypes, shapes, sigmas and thresholds).
 """
 
 from __future__ import annotations
